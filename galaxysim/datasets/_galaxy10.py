@@ -1,0 +1,2 @@
+def load_galaxy10(*args, **kwargs):
+    raise NotImplementedError  # being written

@@ -1,0 +1,49 @@
+"""Atomic file writes: a reader never sees a half-written file."""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file beside ``path`` and move it into place on success.
+
+    If the block raises (or the process is killed), ``path`` keeps its previous
+    content or stays absent; the temporary file is removed.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file. Its directory is created if needed.
+    mode : {"wb", "w"}, default="wb"
+        Binary or text mode.
+
+    Yields
+    ------
+    file : file object
+        Write to this; it is flushed, fsynced and renamed onto ``path`` on exit.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with atomic_write(os.path.join(d, "a.txt"), mode="w") as f:
+    ...     _ = f.write("hello")
+    >>> open(os.path.join(d, "a.txt")).read()
+    'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
