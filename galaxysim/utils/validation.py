@@ -192,7 +192,7 @@ def check_image_shape(X, expected_shape, *, name="X", fitted_on="the catalogue")
     >>> check_image_shape(np.zeros((1, 32, 32, 3)), (64, 64, 3))
     Traceback (most recent call last):
     ...
-    ValueError: X images are 32x32x3 but the estimator was fitted on 64x64x3 images of the catalogue. Put a Resize(output_size=64) or CenterCrop(size=64) step before it (galaxysim.preprocessing), or reframe the query with galaxysim.preprocessing.reframe.
+    ValueError: X images are 32x32x3 but the estimator was fitted on 64x64x3 images of the catalogue. Put a Resize(output_size=64) or CenterCrop(size=64) step before it (galaxysim.preprocessing), or reframe the query with galaxysim.preprocessing.Reframe.
     """
     got = tuple(X.shape[1:])
     expected = tuple(expected_shape)
@@ -208,7 +208,7 @@ def check_image_shape(X, expected_shape, *, name="X", fitted_on="the catalogue")
         f"{name} images are {'x'.join(map(str, got))} but the estimator was fitted on "
         f"{'x'.join(map(str, expected))} images of {fitted_on}. Put a "
         f"Resize(output_size={expected[0]}) or CenterCrop(size={expected[0]}) step before it "
-        "(galaxysim.preprocessing), or reframe the query with galaxysim.preprocessing.reframe."
+        "(galaxysim.preprocessing), or reframe the query with galaxysim.preprocessing.Reframe."
     )
 
 

@@ -1,0 +1,303 @@
+"""NearestGalaxy: exact brute-force search of a catalogue by image distance."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from galaxysim.neighbors._kernels import METRICS, row_sq_norms, topk
+
+__all__ = ["NearestGalaxy"]
+
+
+class NearestGalaxy(ClassifierMixin, BaseEstimator):
+    """Rank a catalogue by distance to query images (exact brute force).
+
+    Each row is one image flattened by :class:`~galaxysim.preprocessing.PixelFlatten`
+    (or a feature vector such as CNN scores or autoencoder latents). ``uint8`` rows are
+    kept as ``uint8`` and searched in exact integer arithmetic; other rows are kept as
+    ``float32``/``float64``. uint8 values count as ``value / 255``, so distances are on
+    the [0, 1] pixel scale whatever the dtype.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=10
+        Number of neighbours returned by :meth:`kneighbors` and used by
+        :meth:`predict` and :meth:`score`.
+    metric : {"mse", "maxabs", "euclidean", "sqeuclidean", "manhattan", "cosine"} or \
+callable, default="mse"
+        ``"mse"``: mean squared difference; ``"maxabs"``: the largest absolute pixel
+        difference (the "minimal maximum difference" search); ``"euclidean"``,
+        ``"sqeuclidean"``, ``"manhattan"``: the usual norms; ``"cosine"``: one minus the
+        cosine similarity. A callable takes two rows and returns a float (slow).
+    n_jobs : int, default=None
+        Threads of the distance kernels. ``None`` and ``-1`` use all cores (like the
+        OpenMP kernels of scikit-learn's brute-force search).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Labels seen in ``fit`` (absent when fitted without ``y``).
+    n_features_in_ : int
+        Number of features (pixels x channels) of each row.
+    n_samples_fit_ : int
+        Number of catalogue rows.
+
+    See Also
+    --------
+    galaxysim.pipeline.make_search_pipeline : Pipelines that reach ``kneighbors``.
+
+    Notes
+    -----
+    Ties are broken by catalogue index: among equal distances the lower index comes
+    first, so results never depend on thread scheduling or chunk sizes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0, 0], [10, 10], [200, 200], [250, 250]], dtype=np.uint8)
+    >>> y = np.array([0, 0, 1, 1])
+    >>> search = NearestGalaxy(n_neighbors=2, metric="maxabs").fit(X, y)
+    >>> dist, ind = search.kneighbors(np.array([[12, 8]], np.uint8))
+    >>> ind
+    array([[1, 0]])
+    >>> search.predict(np.array([[240, 240]], np.uint8))
+    array([1])
+    >>> search.kneighbors(np.array([[12, 8]], np.uint8), within=[1])[1]
+    array([[2, 3]])
+    """
+
+    def __init__(self, n_neighbors=10, *, metric="mse", n_jobs=None):
+        self.n_neighbors = n_neighbors
+        self.metric = metric
+        self.n_jobs = n_jobs
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def _validate_rows(self, X, *, reset):
+        if getattr(X, "ndim", 2) > 2 or (hasattr(X, "shape") and len(X.shape) > 2):
+            raise ValueError(
+                f"{type(self).__name__} expects 2-D rows (n_samples, n_features); got an "
+                f"array of shape {X.shape}. Put PixelFlatten() (or an encoder) before it, "
+                "for example make_search_pipeline(Crop64(), PixelFlatten(), NearestGalaxy())."
+            )
+        if getattr(X, "dtype", None) == np.uint8:
+            X = validate_data(self, X, reset=reset, dtype=None)
+        else:
+            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+        return np.ascontiguousarray(X)
+
+    def _check_params(self):
+        if not isinstance(self.n_neighbors, numbers.Integral) or self.n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be a positive int; got {self.n_neighbors!r}.")
+        if not callable(self.metric) and self.metric not in METRICS:
+            raise ValueError(
+                f"Unknown metric {self.metric!r}; choose one of {METRICS} or a callable."
+            )
+
+    def fit(self, X, y=None):
+        """Store the catalogue.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Catalogue rows (uint8 pixels or floats).
+        y : array-like of shape (n_samples,), default=None
+            Labels, needed by :meth:`predict`, :meth:`score` and label-restricted search.
+
+        Returns
+        -------
+        self : NearestGalaxy
+        """
+        self._check_params()
+        X = self._validate_rows(X, reset=True)
+        self._fit_X = X
+        self._fit_norms = row_sq_norms(X) if X.dtype == np.uint8 else None
+        self.n_samples_fit_ = X.shape[0]
+        if y is not None:
+            y = column_or_1d(y, warn=True)
+            if len(y) != len(X):
+                raise ValueError(f"y has {len(y)} labels but X has {len(X)} rows.")
+            check_classification_targets(y)
+            self.classes_, self._y = np.unique(y, return_inverse=True)
+        else:
+            self._y = None
+        return self
+
+    def _n(self, n_neighbors, available):
+        k = self.n_neighbors if n_neighbors is None else n_neighbors
+        if not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"n_neighbors must be a positive int; got {k!r}.")
+        if k > available:
+            raise ValueError(
+                f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
+                f"n_samples_fit = {available}: the catalogue (or the chosen labels) has "
+                f"only {available} candidates."
+            )
+        return int(k)
+
+    def _label_mask(self, within):
+        if self._y is None:
+            raise ValueError("Searching within labels needs labels: fit with y.")
+        labels = np.atleast_1d(np.asarray(within, dtype=self.classes_.dtype))
+        unknown = np.setdiff1d(labels, self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"Unknown labels {unknown.tolist()}; the catalogue has {self.classes_.tolist()}."
+            )
+        return np.isin(self._y, np.searchsorted(self.classes_, labels))
+
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True, *, within=None):
+        """Find the nearest catalogue rows of each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features), default=None
+            Queries. ``None`` searches the catalogue itself, never returning a row as
+            its own neighbour (as scikit-learn does).
+        n_neighbors : int, default=None
+            Number of neighbours; defaults to the constructor's ``n_neighbors``.
+        return_distance : bool, default=True
+            Also return the distances.
+        within : label or list of labels, default=None
+            Search only catalogue rows with these labels (for example the closest
+            galaxy within "Unbarred Loose Spiral"). Indices still refer to the catalogue.
+
+        Returns
+        -------
+        dist : ndarray of shape (n_queries, n_neighbors)
+            Distances, ascending (only with ``return_distance=True``).
+        ind : ndarray of shape (n_queries, n_neighbors)
+            Catalogue indices; equal distances are ordered by index.
+        """
+        check_is_fitted(self, "n_samples_fit_")
+        self_query = X is None
+        X = self._fit_X if self_query else self._validate_rows(X, reset=False)
+        if within is None:
+            G, norms, rows = self._fit_X, self._fit_norms, None
+        else:
+            rows = np.flatnonzero(self._label_mask(within))
+            G = self._fit_X[rows]
+            norms = None if self._fit_norms is None else self._fit_norms[rows]
+        k = self._n(n_neighbors, len(G) - (1 if self_query and within is None else 0))
+        if self_query and within is not None:
+            # the row itself may or may not be among the candidates: search one more
+            dist, ind = topk(
+                X, G, min(k + 1, len(G)), self.metric, g_norms=norms, n_jobs=self.n_jobs
+            )
+            ind = rows[ind]
+            keep = ind != np.arange(len(X))[:, None]
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+            if (keep.sum(axis=1) < k).any():
+                raise ValueError(f"Fewer than {k} other rows carry the chosen labels.")
+            dist = np.take_along_axis(dist, order, axis=1)
+            ind = np.take_along_axis(ind, order, axis=1)
+        else:
+            dist, ind = topk(
+                X, G, k, self.metric, g_norms=norms, exclude_self=self_query, n_jobs=self.n_jobs
+            )
+            if rows is not None:
+                ind = rows[ind]
+        return (dist, ind) if return_distance else ind
+
+    def nearest_per_class(self, X, *, return_distance=True):
+        """The closest catalogue row of every label, for each query.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features)
+            Queries.
+        return_distance : bool, default=True
+            Also return the distances.
+
+        Returns
+        -------
+        dist : ndarray of shape (n_queries, n_classes)
+            Distance to the closest row of each label in ``classes_`` order.
+        ind : ndarray of shape (n_queries, n_classes)
+            Catalogue index of that row.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0], [10], [200], [250]], dtype=np.uint8)
+        >>> s = NearestGalaxy(n_neighbors=1).fit(X, ["a", "a", "b", "b"])
+        >>> s.nearest_per_class(np.array([[100]], np.uint8), return_distance=False)
+        array([[1, 2]])
+        """
+        check_is_fitted(self, "n_samples_fit_")
+        if self._y is None:
+            raise ValueError("nearest_per_class needs labels: fit with y.")
+        X = self._validate_rows(X, reset=False)
+        dist = np.empty((len(X), len(self.classes_)))
+        ind = np.empty((len(X), len(self.classes_)), dtype=np.intp)
+        for c, label in enumerate(self.classes_):
+            d, i = self.kneighbors(X, 1, within=[label])
+            dist[:, c], ind[:, c] = d[:, 0], i[:, 0]
+        return (dist, ind) if return_distance else ind
+
+    def catalogue_labels(self):
+        """Labels of the catalogue rows, as given to ``fit``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples_fit_,)
+        """
+        check_is_fitted(self, "n_samples_fit_")
+        if self._y is None:
+            raise ValueError(f"{type(self).__name__} was fitted without labels.")
+        return self.classes_[self._y]
+
+    def _neighbor_labels(self, X):
+        if self._y is None:
+            raise ValueError(
+                f"{type(self).__name__} was fitted without labels; fit(X, y) to predict or score."
+            )
+        ind = self.kneighbors(X, min(self.n_neighbors, self.n_samples_fit_), False)
+        return self._y[ind]
+
+    def predict(self, X):
+        """Majority label of the ``n_neighbors`` nearest rows (ties: the lower label).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features)
+            Queries.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_queries,)
+        """
+        check_is_fitted(self, "n_samples_fit_")
+        labels = self._neighbor_labels(X)
+        counts = np.zeros((len(labels), len(self.classes_)), dtype=np.intp)
+        np.add.at(counts, (np.arange(len(labels))[:, None], labels), 1)
+        return self.classes_[counts.argmax(axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Mean precision@k: the share of each query's neighbours that carry its label.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features)
+            Queries.
+        y : array-like of shape (n_queries,)
+            True labels of the queries.
+        sample_weight : array-like of shape (n_queries,), default=None
+            Weights of the queries in the mean.
+
+        Returns
+        -------
+        score : float
+            In [0, 1]; 1 when every neighbour has the query's label.
+        """
+        check_is_fitted(self, "n_samples_fit_")
+        labels = self.classes_[self._neighbor_labels(X)]
+        hits = (labels == np.asarray(y).reshape(-1, 1)).mean(axis=1)
+        return float(np.average(hits, weights=sample_weight))

@@ -1,0 +1,311 @@
+"""Image transformers: crop, resize, flatten, reframe. None of them learns from data
+beyond the image shape, and all preserve uint8/float32."""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from galaxysim.utils._image import center_crop, reframe_images, resize_images
+from galaxysim.utils.validation import check_image_shape, check_images
+
+__all__ = ["CenterCrop", "Crop64", "PixelFlatten", "Reframe", "Resize"]
+
+
+class _ImageTransformer(TransformerMixin, BaseEstimator):
+    """Shared fit: validate images, record their shape."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = True
+        return tags
+
+    def _check_params(self):
+        """Validate constructor parameters (overridden where there are any)."""
+
+    def fit(self, X, y=None):
+        """Check the parameters and record the input image shape.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, n_channels)
+            Images.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        self._check_params()
+        X = self._validate_images(X)
+        self.image_shape_ = tuple(X.shape[1:])
+        return self
+
+    def _validate_images(self, X):
+        return check_images(X)
+
+
+def _check_size(value, name):
+    if isinstance(value, numbers.Integral) and value >= 1:
+        return
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, numbers.Integral) and v >= 1 for v in value)
+    ):
+        return
+    raise ValueError(f"{name} must be a positive int or a (height, width) tuple; got {value!r}.")
+
+
+class CenterCrop(_ImageTransformer):
+    """Keep the central ``size`` x ``size`` pixels of every image.
+
+    Parameters
+    ----------
+    size : int or (int, int), default=64
+        Side of the crop, in pixels.
+
+    Attributes
+    ----------
+    image_shape_ : tuple of int
+        ``(height, width, n_channels)`` of the images seen in ``fit``.
+
+    See Also
+    --------
+    Crop64 : the same with ``size=64``.
+    Resize : anti-aliased resizing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> CenterCrop(size=32).fit_transform(np.zeros((2, 69, 69, 3), np.uint8)).shape
+    (2, 32, 32, 3)
+    """
+
+    def __init__(self, size=64):
+        self.size = size
+
+    def _check_params(self):
+        _check_size(self.size, "size")
+
+    def transform(self, X):
+        """Crop the images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, n_channels)
+            Images at least ``size`` pixels on each side.
+
+        Returns
+        -------
+        X_crop : ndarray of shape (n_samples, size, size, n_channels)
+            Same dtype as the validated input.
+        """
+        check_is_fitted(self, "image_shape_")
+        return np.ascontiguousarray(center_crop(X, self.size))
+
+
+class Crop64(CenterCrop):
+    """The reference framing: the central 64 x 64 pixels (a :class:`CenterCrop`).
+
+    ``size`` stays a parameter so that ``GridSearchCV`` can search it
+    (``{"crop64__size": [48, 64]}``).
+
+    Parameters
+    ----------
+    size : int, default=64
+        Side of the crop, in pixels.
+
+    Attributes
+    ----------
+    image_shape_ : tuple of int
+        ``(height, width, n_channels)`` of the images seen in ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Crop64().fit_transform(np.zeros((1, 256, 256, 3), np.uint8)).shape
+    (1, 64, 64, 3)
+    """
+
+    def __init__(self, size=64):
+        super().__init__(size=size)
+
+
+class Resize(_ImageTransformer):
+    """Anti-aliased resize to ``output_size`` (area average for integer factors).
+
+    Parameters
+    ----------
+    output_size : int or (int, int), default=64
+        Output side(s), in pixels.
+
+    Attributes
+    ----------
+    image_shape_ : tuple of int
+        ``(height, width, n_channels)`` of the images seen in ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Resize(output_size=64).fit_transform(np.zeros((1, 128, 128, 3), np.uint8)).shape
+    (1, 64, 64, 3)
+    """
+
+    def __init__(self, output_size=64):
+        self.output_size = output_size
+
+    def _check_params(self):
+        _check_size(self.output_size, "output_size")
+
+    def transform(self, X):
+        """Resize the images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, n_channels)
+            Images of any size.
+
+        Returns
+        -------
+        X_resized : ndarray of shape (n_samples, out_h, out_w, n_channels)
+            Same dtype as the validated input.
+        """
+        check_is_fitted(self, "image_shape_")
+        return resize_images(check_images(X), self.output_size)
+
+
+class Reframe(_ImageTransformer):
+    """Shrink images and pad them onto dark, noisy sky, framed like survey cutouts.
+
+    A query that fills its frame (such as the NASA/JPL-Caltech Milky Way
+    illustration) would otherwise be matched on framing rather than morphology.
+
+    Parameters
+    ----------
+    image_size : int, default=64
+        Output side, in pixels.
+    fill_fraction : float, default=0.5
+        Side of the shrunk image as a fraction of ``image_size``.
+    sky_level : float, default=0.0
+        Sky background in [0, 1].
+    noise_sigma : float, default=0.0
+        Standard deviation of the added sky noise, in [0, 1] units.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the noise.
+
+    Attributes
+    ----------
+    image_shape_ : tuple of int
+        ``(height, width, n_channels)`` of the images seen in ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Reframe(image_size=64).fit_transform(np.ones((1, 200, 200, 3))).shape
+    (1, 64, 64, 3)
+    """
+
+    def __init__(
+        self,
+        image_size=64,
+        *,
+        fill_fraction=0.5,
+        sky_level=0.0,
+        noise_sigma=0.0,
+        random_state=None,
+    ):
+        self.image_size = image_size
+        self.fill_fraction = fill_fraction
+        self.sky_level = sky_level
+        self.noise_sigma = noise_sigma
+        self.random_state = random_state
+
+    def _check_params(self):
+        _check_size(self.image_size, "image_size")
+
+    def transform(self, X):
+        """Reframe the images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, n_channels)
+            Images.
+
+        Returns
+        -------
+        X_framed : ndarray of shape (n_samples, image_size, image_size, n_channels)
+        """
+        check_is_fitted(self, "image_shape_")
+        return reframe_images(
+            X,
+            image_size=self.image_size,
+            fill_fraction=self.fill_fraction,
+            sky_level=self.sky_level,
+            noise_sigma=self.noise_sigma,
+            random_state=self.random_state,
+        )
+
+
+class PixelFlatten(_ImageTransformer):
+    """Flatten images to rows ``(n_samples, height * width * n_channels)``, dtype kept.
+
+    Attributes
+    ----------
+    image_shape_ : tuple of int
+        ``(height, width, n_channels)`` of the images seen in ``fit``, used by
+        :meth:`inverse_transform`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> flat = PixelFlatten().fit(np.zeros((2, 4, 4, 3), np.uint8))
+    >>> rows = flat.transform(np.zeros((2, 4, 4, 3), np.uint8))
+    >>> rows.shape, rows.dtype
+    ((2, 48), dtype('uint8'))
+    >>> flat.inverse_transform(rows).shape
+    (2, 4, 4, 3)
+    """
+
+    def transform(self, X):
+        """Flatten images to rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, n_channels)
+            Images of the shape seen in ``fit``.
+
+        Returns
+        -------
+        rows : ndarray of shape (n_samples, height * width * n_channels)
+        """
+        check_is_fitted(self, "image_shape_")
+        X = check_images(X)
+        check_image_shape(X, self.image_shape_)
+        return np.ascontiguousarray(X).reshape(len(X), -1)
+
+    def inverse_transform(self, X):
+        """Turn rows back into images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height * width * n_channels)
+            Rows.
+
+        Returns
+        -------
+        images : ndarray of shape (n_samples, height, width, n_channels)
+        """
+        check_is_fitted(self, "image_shape_")
+        X = np.asarray(X)
+        n_features = int(np.prod(self.image_shape_))
+        if X.ndim != 2 or X.shape[1] != n_features:
+            raise ValueError(
+                f"Expected rows of {n_features} values (images {self.image_shape_}); "
+                f"got shape {X.shape}."
+            )
+        return X.reshape((len(X), *self.image_shape_))
