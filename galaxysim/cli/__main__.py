@@ -1,0 +1,5 @@
+import sys
+
+from galaxysim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""``galaxysim`` command line: search, and (with galaxysim.nn) train, generate."""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from galaxysim import GALAXY10_CLASSES, __version__
+
+PIXEL_METHODS = ("mse", "maxabs")
+DEEP_METHODS = ("cnn", "ae", "vae")
+DEFAULT_CATALOG_SIZE = 3000
+DEFAULT_SEED = 0
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: one line, exit status 2."""
+
+
+def _add_data_options(p):
+    p.add_argument(
+        "--catalog",
+        help="Galaxy10 HDF5 file or image folder (default: the built-in procedural catalogue)",
+    )
+    p.add_argument("--labels-csv", help="CSV with a `file` column and labels (image folders)")
+    p.add_argument("--label-column", help="label column of the CSV")
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="centre-crop this many source pixels before resizing "
+        "(default: 64 for Galaxy10 files, whole frame for folders)",
+    )
+    p.add_argument("--image-size", type=int, default=64, help="side of the framed images")
+    p.add_argument(
+        "--n-catalog",
+        type=int,
+        default=DEFAULT_CATALOG_SIZE,
+        help="size of the built-in catalogue (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="galaxysim",
+        description="Rank a galaxy catalogue by similarity to a query image.",
+    )
+    parser.add_argument("--version", action="version", version=f"galaxysim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser(
+        "search",
+        help="find the catalogue galaxies closest to a query",
+        description="Find the catalogue galaxies closest to a query image. "
+        "With no options: the built-in catalogue and the Milky Way model.",
+    )
+    _add_data_options(s)
+    s.add_argument(
+        "--query",
+        default="milkyway",
+        help="`milkyway`, `milkyway-illustration` or an image file (default: %(default)s)",
+    )
+    s.add_argument(
+        "--reframe",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="shrink the query to this fraction of the frame and pad it onto "
+        "dark sky (for images whose galaxy fills the frame)",
+    )
+    s.add_argument(
+        "--method",
+        default="mse,maxabs",
+        help=f"comma list of {', '.join(PIXEL_METHODS + DEEP_METHODS)} (default: %(default)s)",
+    )
+    s.add_argument("-k", "--k", type=int, default=10, dest="k", help="neighbours to show")
+    s.add_argument(
+        "--per-class",
+        action="store_true",
+        help="show the closest galaxy of every label instead of the top k",
+    )
+    s.add_argument(
+        "--within", metavar="LABEL", help="search only galaxies with this label (name or number)"
+    )
+    s.add_argument("--out", help="write results.csv, montages and index.html here")
+    return parser
+
+
+# ------------------------------------------------------------------ data
+def load_catalog(args):
+    """Return (images, labels, label names, description)."""
+    from galaxysim.datasets import load_galaxy10, load_image_folder, make_galaxies
+
+    verbose = not args.quiet
+    if args.catalog is None:
+        if args.n_catalog < 1:
+            raise UserError("--n-catalog must be at least 1.")
+        X, y = make_galaxies(args.n_catalog, image_size=args.image_size, random_state=args.seed)
+        desc = f"built-in procedural catalogue ({args.n_catalog} galaxies, seed {args.seed})"
+        return X, y, list(GALAXY10_CLASSES), desc
+    path = Path(args.catalog)
+    if not path.exists():
+        raise UserError(f"catalogue {path} does not exist.")
+    if path.is_dir():
+        bunch = load_image_folder(
+            path,
+            labels_csv=args.labels_csv,
+            label_column=args.label_column,
+            crop=args.crop,
+            image_size=args.image_size,
+            verbose=verbose,
+        )
+    else:
+        bunch = load_galaxy10(
+            path,
+            crop=64 if args.crop is None else args.crop,
+            image_size=args.image_size,
+            verbose=verbose,
+        )
+    names = [str(n) for n in bunch.target_names] if bunch.target is not None else []
+    return bunch.images, bunch.target, names, f"{path} ({len(bunch.images)} images)"
+
+
+def load_query(args):
+    """Return the query image (1, s, s, 3) and a description."""
+    from galaxysim.datasets import load_milky_way
+    from galaxysim.utils._image import frame_images, reframe_images
+
+    if args.query == "milkyway":
+        q, desc = load_milky_way(kind="model", image_size=args.image_size), "Milky Way model"
+    elif args.query == "milkyway-illustration":
+        q = load_milky_way(kind="illustration", image_size=args.image_size)
+        desc = "Milky Way illustration (NASA/JPL-Caltech), reframed"
+    else:
+        path = Path(args.query)
+        if not path.is_file():
+            raise UserError(
+                f"query {args.query!r} is neither `milkyway`, `milkyway-illustration` "
+                "nor an existing image file."
+            )
+        q = frame_images(_read_image(path), crop=args.crop, image_size=args.image_size)
+        desc = str(path)
+    if args.reframe is not None:
+        q = reframe_images(
+            q,
+            image_size=args.image_size,
+            fill_fraction=args.reframe,
+            noise_sigma=0.01,
+            random_state=args.seed,
+        )
+        desc += f", reframed to {args.reframe:g} of the frame"
+    return q, desc
+
+
+def _read_image(path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))[np.newaxis]
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from None
+
+
+def parse_methods(text):
+    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
+    valid = PIXEL_METHODS + DEEP_METHODS
+    bad = [m for m in methods if m not in valid]
+    if bad or not methods:
+        raise UserError(f"unknown method(s) {bad or text!r}; choose from {', '.join(valid)}.")
+    return methods
+
+
+def resolve_label(text, names, labels):
+    """A label given by name (case-insensitive) or number -> label value."""
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is not None and value in set(np.unique(labels).tolist()):
+        return value
+    raise UserError(f"unknown label {text!r}; the catalogue has: {', '.join(names)}.")
+
+
+def build_search(method, args):
+    """The search pipeline of one method (images in, ranked catalogue out)."""
+    from galaxysim.neighbors import NearestGalaxy
+    from galaxysim.pipeline import make_search_pipeline
+    from galaxysim.preprocessing import PixelFlatten
+
+    if method in PIXEL_METHODS:
+        return make_search_pipeline(
+            PixelFlatten(), NearestGalaxy(n_neighbors=args.k, metric=method)
+        )
+    raise UserError(f"method {method!r} is not available yet in this version.")
+
+
+# ------------------------------------------------------------------ commands
+def cmd_search(args):
+    from galaxysim.cli._report import MethodResult, format_table, write_report
+
+    methods = parse_methods(args.method)
+    if args.k < 1:
+        raise UserError("-k must be at least 1.")
+    X, y, names, cat_desc = load_catalog(args)
+    query, q_desc = load_query(args)
+    if query.shape[1:] != X.shape[1:]:
+        raise UserError(
+            f"query is {query.shape[1]}x{query.shape[2]}x{query.shape[3]} but the catalogue "
+            f"is {X.shape[1]}x{X.shape[2]}x{X.shape[3]}; use the same --image-size."
+        )
+    if (args.per_class or args.within) and y is None:
+        raise UserError("--per-class and --within need labels (give --labels-csv).")
+    within = resolve_label(args.within, names, y) if args.within else None
+    name_of = (lambda v: names[v] if 0 <= v < len(names) else str(v)) if names else str
+    results = []
+    for method in methods:
+        t0 = time.perf_counter()
+        pipe = build_search(method, args).fit(X, y)
+        if args.per_class:
+            dist, ind = pipe.nearest_per_class(query)
+            order = np.argsort(dist[0], kind="stable")
+            dist, ind = dist[:, order], ind[:, order]
+            title = f"{method}: closest galaxy of each class"
+        else:
+            k = min(args.k, len(X))
+            dist, ind = pipe.kneighbors(query, k, within=None if within is None else [within])
+            title = f"{method}: top {k}" + (
+                f" within {name_of(within)}" if within is not None else ""
+            )
+        elapsed = time.perf_counter() - t0
+        label_names = [name_of(int(y[i])) if y is not None else "-" for i in ind[0]]
+        res = MethodResult(method, dist[0], ind[0], label_names, title=f"{title} ({elapsed:.2f} s)")
+        results.append(res)
+        print(format_table(res))
+        print()
+    if args.out:
+        index = write_report(
+            args.out,
+            results,
+            query_image=query,
+            catalogue_images=X,
+            summary={
+                "catalogue": cat_desc,
+                "query": q_desc,
+                "methods": ", ".join(methods),
+                "image size": f"{X.shape[1]}x{X.shape[2]}",
+            },
+        )
+        print(f"report written to {index}")
+    return 0
+
+
+COMMANDS = {"search": cmd_search}
+
+
+def main(argv=None):
+    """Run the ``galaxysim`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"galaxysim: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"galaxysim {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("galaxysim: interrupted", file=sys.stderr)
+        return 130
