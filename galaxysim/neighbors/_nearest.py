@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from galaxysim.neighbors._kernels import METRICS, row_sq_norms, topk
+from galaxysim.neighbors._kernels import METRICS, GalleryIndex, topk
 
 __all__ = ["NearestGalaxy"]
 
@@ -117,8 +117,7 @@ callable, default="mse"
         """
         self._check_params()
         X = self._validate_rows(X, reset=True)
-        self._fit_X = X
-        self._fit_norms = row_sq_norms(X) if X.dtype == np.uint8 else None
+        self._index = GalleryIndex(X)
         self.n_samples_fit_ = X.shape[0]
         if y is not None:
             y = column_or_1d(y, warn=True)
@@ -178,30 +177,24 @@ callable, default="mse"
         """
         check_is_fitted(self, "n_samples_fit_")
         self_query = X is None
-        X = self._fit_X if self_query else self._validate_rows(X, reset=False)
-        if within is None:
-            G, norms, rows = self._fit_X, self._fit_norms, None
-        else:
+        X = self._index.X if self_query else self._validate_rows(X, reset=False)
+        index, rows = self._index, None
+        if within is not None:
             rows = np.flatnonzero(self._label_mask(within))
-            G = self._fit_X[rows]
-            norms = None if self._fit_norms is None else self._fit_norms[rows]
-        k = self._n(n_neighbors, len(G) - (1 if self_query and within is None else 0))
+            index = index.subset(rows)
+        k = self._n(n_neighbors, len(index) - (1 if self_query and within is None else 0))
         if self_query and within is not None:
-            # the row itself may or may not be among the candidates: search one more
-            dist, ind = topk(
-                X, G, min(k + 1, len(G)), self.metric, g_norms=norms, n_jobs=self.n_jobs
-            )
+            # each row may or may not be among the candidates: search one more, drop it
+            dist, ind = topk(X, index, min(k + 1, len(index)), self.metric, n_jobs=self.n_jobs)
             ind = rows[ind]
             keep = ind != np.arange(len(X))[:, None]
-            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
             if (keep.sum(axis=1) < k).any():
                 raise ValueError(f"Fewer than {k} other rows carry the chosen labels.")
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
             dist = np.take_along_axis(dist, order, axis=1)
             ind = np.take_along_axis(ind, order, axis=1)
         else:
-            dist, ind = topk(
-                X, G, k, self.metric, g_norms=norms, exclude_self=self_query, n_jobs=self.n_jobs
-            )
+            dist, ind = topk(X, index, k, self.metric, exclude_self=self_query, n_jobs=self.n_jobs)
             if rows is not None:
                 ind = rows[ind]
         return (dist, ind) if return_distance else ind

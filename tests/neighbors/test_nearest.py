@@ -111,9 +111,7 @@ def test_predict_and_score():
     G = np.repeat(np.array([[0], [100], [200]], np.uint8), 5, axis=0)
     y = np.repeat(["a", "b", "c"], 5)
     search = NearestGalaxy(n_neighbors=5).fit(G, y)
-    np.testing.assert_array_equal(
-        search.predict(np.array([[10], [190]], np.uint8)), ["a", "c"]
-    )
+    np.testing.assert_array_equal(search.predict(np.array([[10], [190]], np.uint8)), ["a", "c"])
     assert search.score(np.array([[10], [110]], np.uint8), ["a", "b"]) == 1.0
     assert search.score(np.array([[10], [110]], np.uint8), ["a", "a"]) == 0.5
 
@@ -167,3 +165,41 @@ def test_bad_inputs():
         NearestGalaxy().kneighbors(Q8)
     with pytest.raises(ValueError, match="without labels"):
         search.predict(Q8)
+
+
+@pytest.fixture(scope="module")
+def galaxy_rows():
+    from galaxysim.datasets import make_galaxies
+
+    X, y = make_galaxies(2600, image_size=32, random_state=3)
+    rows = X.reshape(len(X), -1)
+    rows[100] = rows[7]  # an exact duplicate: a real tie
+    return rows, y
+
+
+@pytest.mark.parametrize("metric", ["mse", "euclidean"])
+def test_pruned_batch_search_is_exact(galaxy_rows, metric):
+    """Batched uint8 queries take the lower-bound pruning path: results must not change."""
+    G, y = galaxy_rows
+    Q = G[:40]
+    search = NearestGalaxy(n_neighbors=10, metric=metric).fit(G, y)
+    assert search._index.sums is not None
+    dist, ind = search.kneighbors(Q)
+    ref = reference(Q, G, metric)
+    ref_ind = np.argsort(ref, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(ind, ref_ind)
+    np.testing.assert_allclose(dist, np.take_along_axis(ref, ref_ind, 1), rtol=1e-12)
+    # the duplicate pair: query 7 finds itself (0.0) then its copy, by index
+    np.testing.assert_array_equal(ind[7, :2], [7, 100])
+    # self-search excludes each row but keeps its duplicate
+    _, ind_self = search.kneighbors(None, n_neighbors=5)
+    assert ind_self[7, 0] == 100 and ind_self[100, 0] == 7
+    assert not (ind_self == np.arange(len(G))[:, None]).any()
+    ref_self = reference(G[:40], G, metric)
+    ref_self[np.arange(40), np.arange(40)] = np.inf
+    np.testing.assert_array_equal(ind_self[:40], np.argsort(ref_self, 1, kind="stable")[:, :5])
+    # within a label, batched
+    _, ind_w = search.kneighbors(Q, within=[5])
+    ref_w = ref.copy()
+    ref_w[:, y != 5] = np.inf
+    np.testing.assert_array_equal(ind_w, np.argsort(ref_w, 1, kind="stable")[:, :10])
