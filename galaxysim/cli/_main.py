@@ -229,7 +229,8 @@ def cmd_search(args):
             dist, ind = dist[:, order], ind[:, order]
             title = f"{method}: closest galaxy of each class"
         else:
-            k = min(args.k, len(X))
+            # as many as there are: the whole catalogue, or the chosen label
+            k = min(args.k, len(X) if within is None else int(np.count_nonzero(y == within)))
             dist, ind = pipe.kneighbors(query, k, within=None if within is None else [within])
             title = f"{method}: top {k}" + (
                 f" within {name_of(within)}" if within is not None else ""

@@ -227,6 +227,13 @@ class Reframe(_ImageTransformer):
 
     def _check_params(self):
         _check_size(self.image_size, "image_size")
+        # the same checks as reframe_images, but at fit time, as for every estimator
+        if not (isinstance(self.fill_fraction, numbers.Real) and 0 < self.fill_fraction <= 1):
+            raise ValueError(f"fill_fraction must be in (0, 1]; got {self.fill_fraction!r}.")
+        if not (isinstance(self.sky_level, numbers.Real) and 0 <= self.sky_level <= 1):
+            raise ValueError(f"sky_level must be in [0, 1]; got {self.sky_level!r}.")
+        if not (isinstance(self.noise_sigma, numbers.Real) and self.noise_sigma >= 0):
+            raise ValueError(f"noise_sigma must be >= 0; got {self.noise_sigma!r}.")
 
     def transform(self, X):
         """Reframe the images.

@@ -18,7 +18,7 @@ def atomic_write(path, mode="wb"):
     path : str or path-like
         Destination file. Its directory is created if needed.
     mode : {"wb", "w"}, default="wb"
-        Binary or text mode.
+        Binary or text mode (text is written as UTF-8).
 
     Yields
     ------
@@ -38,7 +38,9 @@ def atomic_write(path, mode="wb"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as f:
+        # text is always UTF-8 (index.html declares it), whatever the locale
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
