@@ -1,6 +1,14 @@
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from galaxysim.neighbors import NearestGalaxy
+
+
+@pytest.fixture(autouse=True)
+def _run_array_api_check(monkeypatch):
+    # sklearn runs its array-API input check (numpy namespace only, since NearestGalaxy
+    # does not claim array-API support) only when this is set; nothing else reads it here
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
 
 
 @parametrize_with_checks(
