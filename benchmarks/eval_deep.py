@@ -1,0 +1,202 @@
+"""Quality of the deep methods (issue 3), printed side by side with pixel MSE.
+
+Parts (``--parts``, comma list; default all):
+
+``gz1``       ``../shared/data/gz1-dev`` (real SDSS cutouts, 128 px crop resized to 64), four
+              classes: elliptical, spiral (both spin directions), edge-on, merger ("don't
+              know" dropped). Stratified k-fold CV (``--folds``, default 5) x seeds
+              (``--seeds``, default 0,1,2). Per fold the test fold queries a catalogue made
+              of the training folds. Reports CNN balanced accuracy and per-class recall,
+              balanced precision@10 (mean over classes of the mean share of a query's 10
+              nearest catalogue images with its class) for pixel MSE, CNN score space and
+              AE latent space, and the AE's held-out reconstruction error against the
+              mean-image baseline. Targets: CNN balanced accuracy >= 0.65 (mean of seeds);
+              CNN p@10 >= MSE p@10 + 0.05; AE p@10 >= MSE p@10; AE error < mean image.
+``g10``       ``make_galaxies`` 5,000 train / 1,000 test, 10 classes, 64x64: CNN test
+              accuracy after ``--g10-epochs`` (default 15) epochs. Target >= 0.90.
+``milkyway``  built-in catalogue (``--catalogue-size`` make_galaxies images, seed 0): a CNN
+              trained on it, the Milky Way model's 10 nearest neighbours in CNN score space
+              (target >= 8 spirals, classes 5-7), and the share of
+              ``VAEEncoder.generate_like(milky_way, 100)`` classified as spirals by that CNN
+              (target >= 80%).
+
+Run the whole thing (about an hour on 2 cores)::
+
+    python benchmarks/eval_deep.py
+    python benchmarks/eval_deep.py --parts g10 --g10-epochs 15
+    python benchmarks/eval_deep.py --parts gz1 --folds 5 --seeds 0 --epochs 10   # one seed
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, recall_score
+from sklearn.model_selection import StratifiedKFold
+
+from galaxysim import GALAXY10_CLASSES
+from galaxysim.datasets import load_image_folder, load_milky_way, make_galaxies
+from galaxysim.nn import AEEncoder, CNNScorer, VAEEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+GZ1 = ROOT.parent / "shared" / "data" / "gz1-dev"
+GZ1_CLASSES = {0: "elliptical", 1: "spiral", 2: "spiral", 3: "edge-on", 5: "merger"}
+SPIRALS = (5, 6, 7)
+THREADS = int(os.environ.get("GALAXYSIM_THREADS", "2"))
+
+
+def knn_indices(Q, C, k=10, chunk=512):
+    """Indices of the k nearest catalogue rows (squared euclidean = MSE ranking)."""
+    Q = Q.reshape(len(Q), -1).astype(np.float32)
+    C = C.reshape(len(C), -1).astype(np.float32)
+    c2 = (C * C).sum(1)
+    out = []
+    for s in range(0, len(Q), chunk):
+        q = Q[s : s + chunk]
+        d = c2[None, :] - 2.0 * q @ C.T  # + |q|^2, constant per row
+        idx = np.argpartition(d, k, axis=1)[:, :k]
+        order = np.take_along_axis(d, idx, 1).argsort(1, kind="stable")
+        out.append(np.take_along_axis(idx, order, 1))
+    return np.concatenate(out)
+
+
+def balanced_precision_at_k(Q, yq, C, yc, k=10):
+    hits = (yc[knn_indices(Q, C, k)] == yq[:, None]).mean(1)
+    return float(np.mean([hits[yq == c].mean() for c in np.unique(yq)]))
+
+
+def fmt(values):
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} +- {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def part_gz1(args):
+    bunch = load_image_folder(GZ1, label_column="gz1_class", crop=128, image_size=64, verbose=0)
+    X, raw = bunch.images, np.asarray(bunch.target)
+    keep = np.isin(raw, list(GZ1_CLASSES))
+    X = X[keep]
+    names = np.array([GZ1_CLASSES[v] for v in raw[keep]])
+    classes, y = np.unique(names, return_inverse=True)
+    print(
+        f"gz1-dev: {len(X)} images, classes "
+        + ", ".join(f"{c} {n}" for c, n in zip(classes, np.bincount(y), strict=True))
+    )
+    res = {k: [] for k in ("bacc", "mse", "cnn", "ae", "ae_err", "mean_err", "recall")}
+    for seed in args.seeds:
+        folds = StratifiedKFold(args.folds, shuffle=True, random_state=seed)
+        per = {k: [] for k in res}
+        for f, (tr, te) in enumerate(folds.split(X, y)):
+            t0 = time.perf_counter()
+            cnn = CNNScorer(max_epochs=args.epochs, random_state=seed, n_threads=THREADS)
+            cnn.fit(X[tr], y[tr])
+            pred = cnn.predict(X[te])
+            per["bacc"].append(balanced_accuracy_score(y[te], pred))
+            per["recall"].append(
+                recall_score(y[te], pred, average=None, labels=range(len(classes)))
+            )
+            per["mse"].append(balanced_precision_at_k(X[te] / 255.0, y[te], X[tr] / 255.0, y[tr]))
+            per["cnn"].append(
+                balanced_precision_at_k(cnn.transform(X[te]), y[te], cnn.transform(X[tr]), y[tr])
+            )
+            if not args.no_ae:
+                ae = AEEncoder(max_epochs=args.ae_epochs, random_state=seed, n_threads=THREADS)
+                ae.fit(X[tr])
+                per["ae"].append(
+                    balanced_precision_at_k(ae.transform(X[te]), y[te], ae.transform(X[tr]), y[tr])
+                )
+                per["ae_err"].append(ae.reconstruction_error(X[te]).mean())
+                mean_img = X[tr].mean(0, dtype=np.float64) / 255
+                per["mean_err"].append(((X[te] / 255.0 - mean_img) ** 2).mean())
+            print(
+                f"  seed {seed} fold {f}: CNN bacc {per['bacc'][-1]:.3f}, p@10 mse "
+                f"{per['mse'][-1]:.3f} cnn {per['cnn'][-1]:.3f}"
+                + (f" ae {per['ae'][-1]:.3f}" if per["ae"] else "")
+                + f"  ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+        for k in res:
+            if per[k]:
+                res[k].append(np.mean(per[k], axis=0))
+    print(f"\ngz1-dev, {args.folds}-fold CV, seeds {args.seeds} (mean +- sd over seeds)")
+    print(f"  CNN balanced accuracy          {fmt(res['bacc'])}   (target >= 0.65)")
+    rec = np.mean(res["recall"], axis=0)
+    print(
+        "  CNN per-class recall           "
+        + ", ".join(f"{c} {r:.2f}" for c, r in zip(classes, rec, strict=True))
+    )
+    print(f"  balanced precision@10  pixel MSE {fmt(res['mse'])}")
+    print(f"                         CNN score {fmt(res['cnn'])}   (target >= MSE + 0.05)")
+    if res["ae"]:
+        print(f"                         AE latent {fmt(res['ae'])}   (target >= MSE)")
+        print(f"  AE held-out MSE {fmt(res['ae_err'])} vs mean image {fmt(res['mean_err'])}")
+
+
+def part_g10(args):
+    X, y = make_galaxies(6000, image_size=64, random_state=0)
+    t0 = time.perf_counter()
+    cnn = CNNScorer(
+        max_epochs=args.g10_epochs, random_state=0, n_threads=THREADS, verbose=args.verbose
+    ).fit(X[:5000], y[:5000])
+    acc = cnn.score(X[5000:], y[5000:])
+    print(
+        f"\nmake_galaxies 5000/1000, 10 classes, {args.g10_epochs} epochs: CNN test accuracy "
+        f"{acc:.3f} (target >= 0.90); training {time.perf_counter() - t0:.0f} s"
+    )
+    pred = cnn.predict(X[5000:])
+    rec = recall_score(y[5000:], pred, average=None, labels=range(10))
+    print("  per-class recall: " + ", ".join(f"{i} {r:.2f}" for i, r in enumerate(rec)))
+
+
+def part_milkyway(args):
+    X, y = make_galaxies(args.catalogue_size, image_size=64, random_state=0)
+    mw = load_milky_way(kind="model", image_size=64)
+    cnn = CNNScorer(max_epochs=args.g10_epochs, random_state=0, n_threads=THREADS).fit(X, y)
+    nn = knn_indices(cnn.transform(mw), cnn.transform(X), k=10)[0]
+    n_spiral = int(np.isin(y[nn], SPIRALS).sum())
+    print(
+        f"\nbuilt-in catalogue ({len(X)} images): Milky Way model predicted as "
+        f"{GALAXY10_CLASSES[cnn.predict(mw)[0]]!r}"
+    )
+    print(
+        f"  10 nearest in CNN score space: {n_spiral}/10 spirals (target >= 8): "
+        + ", ".join(GALAXY10_CLASSES[v] for v in y[nn])
+    )
+    vae = VAEEncoder(max_epochs=args.vae_epochs, random_state=0, n_threads=THREADS).fit(X)
+    gen = vae.generate_like(mw, 100, random_state=0)
+    frac = float(np.isin(cnn.predict(gen), SPIRALS).mean())
+    print(f"  generate_like(milky_way, 100): {frac:.0%} classified as spirals (target >= 80%)")
+    if args.out:
+        from galaxysim.plotting import plot_generated
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_generated(gen[:32], title="VAE: galaxies like the Milky Way").savefig(
+            args.out / "mw_like.png", dpi=100
+        )
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--parts", default="gz1,g10,milkyway")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=15, help="CNN epochs on gz1-dev")
+    p.add_argument("--ae-epochs", type=int, default=10)
+    p.add_argument("--no-ae", action="store_true")
+    p.add_argument("--g10-epochs", type=int, default=15)
+    p.add_argument("--vae-epochs", type=int, default=15)
+    p.add_argument("--catalogue-size", type=int, default=3000)
+    p.add_argument("--out", type=Path, default=None, help="folder for figures")
+    p.add_argument("--verbose", type=int, default=0)
+    args = p.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    for part in args.parts.split(","):
+        {"gz1": part_gz1, "g10": part_g10, "milkyway": part_milkyway}[part](args)
+
+
+if __name__ == "__main__":
+    main()

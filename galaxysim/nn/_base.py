@@ -1,0 +1,562 @@
+"""Shared machinery of the torch estimators.
+
+Image conversion (the only place where galaxysim goes channels-first), device
+resolution, seeding through :func:`torch.random.fork_rng`, thread control, batched
+inference, dihedral augmentation, class-balanced sampling, and the private skorch
+subclass every estimator builds in ``fit``.
+"""
+
+import contextlib
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+from skorch.utils import to_tensor
+
+from galaxysim.utils._progress import progress
+from galaxysim.utils.validation import check_image_shape, check_images
+
+__all__ = [
+    "augment_dihedral",
+    "check_nn_images",
+    "images_to_tensor",
+    "inference",
+    "resolve_device",
+    "seeded",
+    "torch_threads",
+]
+
+SIZE_MULTIPLE = 16
+"""Image height and width must be multiples of this (four 2x poolings)."""
+
+INFER_BATCH_SIZE = 256
+"""Images per forward pass at inference; moderate, so activations stay in cache."""
+
+CHANNELS_LAST = True
+"""Run convolutions in channels-last memory format (faster on CPU with oneDNN)."""
+
+
+# ---------------------------------------------------------------------------------------
+# images, devices, seeds, threads
+
+
+def check_nn_images(X, *, name="X", image_shape=None):
+    """Validate images for a network: ``check_images`` plus sizes that are multiples of 16.
+
+    Parameters
+    ----------
+    X : array-like
+        Images ``(n, H, W, C)`` (or one image), uint8 or float in [0, 1].
+    name : str, default="X"
+        Name used in error messages.
+    image_shape : tuple of int, default=None
+        ``(H, W, C)`` seen in ``fit``; other shapes raise (see ``check_image_shape``).
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, height, width, n_channels)
+        ``uint8`` or ``float32``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_nn_images(np.zeros((2, 16, 16, 3), np.uint8)).shape
+    (2, 16, 16, 3)
+    >>> check_nn_images(np.zeros((2, 30, 30, 3), np.uint8))
+    Traceback (most recent call last):
+    ...
+    ValueError: X images are 30x30 pixels; the networks need ... multiples of 16 ...
+    """
+    X = check_images(X, name=name)
+    if image_shape is not None:
+        check_image_shape(X, image_shape, name=name)
+        return X
+    h, w = X.shape[1:3]
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
+        down = max(SIZE_MULTIPLE, (min(h, w) // SIZE_MULTIPLE) * SIZE_MULTIPLE)
+        up = int(math.ceil(max(h, w) / SIZE_MULTIPLE)) * SIZE_MULTIPLE
+        raise ValueError(
+            f"{name} images are {h}x{w} pixels; the networks need a height and width that "
+            f"are multiples of {SIZE_MULTIPLE} (16, 32, 48, 64, ...). Crop or resize them "
+            f"first, for example with galaxysim.preprocessing.CenterCrop(size={down}) or "
+            f"Resize(output_size={up})."
+        )
+    return X
+
+
+def images_to_tensor(X, device="cpu"):
+    """Convert channels-last images to a float32 ``(N, C, H, W)`` tensor in [0, 1].
+
+    This is the only conversion to channels-first in galaxysim. The result is a
+    permuted view of the channels-last data, i.e. a tensor in ``torch.channels_last``
+    memory format, which is what oneDNN convolutions prefer on CPU.
+
+    Parameters
+    ----------
+    X : ndarray or Tensor of shape (n_samples, height, width, n_channels)
+        ``uint8`` (0-255) or float (0-1) images.
+    device : str or torch.device, default="cpu"
+        Where to put the tensor; the uint8 batch is moved before conversion.
+
+    Returns
+    -------
+    tensor : Tensor of shape (n_samples, n_channels, height, width)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = images_to_tensor(np.full((1, 2, 2, 3), 255, np.uint8))
+    >>> tuple(t.shape), t.dtype, float(t.max())
+    ((1, 3, 2, 2), torch.float32, 1.0)
+    """
+    t = torch.as_tensor(X)
+    t = t.to(device, non_blocking=True)
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+    t = t.permute(0, 3, 1, 2)
+    if not CHANNELS_LAST:
+        t = t.contiguous()
+    return t
+
+
+def tensor_to_images(t):
+    """Convert ``(N, C, H, W)`` floats in [0, 1] to uint8 channels-last numpy images."""
+    t = t.detach().float().clamp(0.0, 1.0).mul(255.0).round_()
+    return t.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()
+
+
+def resolve_device(device):
+    """Resolve ``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"auto"`` to a device string.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"`` picks CUDA when available, else the CPU.
+
+    Returns
+    -------
+    device : str
+
+    Raises
+    ------
+    RuntimeError
+        ``"cuda"`` was asked for and no CUDA GPU is usable.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}.")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={device!r} was requested but no CUDA GPU is available to torch "
+                f"{torch.__version__} (torch.cuda.is_available() is False). Use device='cpu' "
+                "or device='auto', or install a CUDA build of torch on a machine with a GPU."
+            )
+        return device
+    if device == "cpu":
+        return device
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {device!r}.")
+
+
+def seed_from(random_state):
+    """An int seed for torch from a sklearn-style ``random_state``."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state) % (2**63)
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+@contextlib.contextmanager
+def seeded(seed, device="cpu"):
+    """Seed torch inside :func:`torch.random.fork_rng`: the caller's RNG state is untouched.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with seeded(0):
+    ...     a = torch.rand(1)
+    >>> with seeded(0):
+    ...     b = torch.rand(1)
+    >>> bool(a == b)
+    True
+    """
+    devices = []
+    if str(device).startswith("cuda"):
+        dev = torch.device(device)
+        devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Set torch's intra-op threads for a block and restore them afterwards.
+
+    ``None`` leaves torch's setting alone; ``-1`` uses every core.
+    """
+    if n_threads is None:
+        yield
+        return
+    if n_threads == -1:
+        import os
+
+        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if not isinstance(n_threads, numbers.Integral) or n_threads < 1:
+        raise ValueError(f"n_threads must be None, -1 or a positive int; got {n_threads!r}.")
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def inference(module, X, fn, *, device="cpu", batch_size=INFER_BATCH_SIZE):
+    """Apply ``fn(module, batch_tensor)`` to ``X`` in batches, in eval and inference mode.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The fitted network; it is put in eval mode.
+    X : ndarray of shape (n_samples, height, width, n_channels)
+        Validated images.
+    fn : callable
+        ``fn(module, x)`` returning a tensor with one row per image.
+    device : str, default="cpu"
+        Where ``module`` lives.
+    batch_size : int, default=256
+        Images per forward pass; results do not depend on it beyond float rounding.
+
+    Returns
+    -------
+    out : ndarray
+        The concatenated results, float32 unless ``fn`` returns another dtype.
+    """
+    module.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(X), batch_size):
+            xb = images_to_tensor(np.ascontiguousarray(X[start : start + batch_size]), device)
+            res = fn(module, xb)
+            if res.is_floating_point():
+                res = res.float()
+            out.append(res.cpu().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def augment_dihedral(x):
+    """Random flips and 90-degree rotations, one of 8 per image, of ``(N, H, W, C)`` images.
+
+    Galaxy morphology does not depend on orientation, so the 8 symmetries of the square
+    are label-preserving. Non-square images get flips only.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.arange(8, dtype=torch.uint8).reshape(2, 2, 2, 1)
+    >>> augment_dihedral(x).sort(dim=0)[0].shape
+    torch.Size([2, 2, 2, 1])
+    """
+    n, h, w = x.shape[:3]
+    n_ops = 8 if h == w else 4
+    ops = torch.randint(0, n_ops, (n,), device=x.device)
+    out = torch.empty_like(x)
+    for op in range(n_ops):
+        idx = (ops == op).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        xi = x[idx]
+        if h == w:
+            if op >= 4:
+                xi = xi.flip(2)
+            xi = torch.rot90(xi, op % 4, dims=(1, 2))
+        else:
+            if op & 1:
+                xi = xi.flip(2)
+            if op & 2:
+                xi = xi.flip(1)
+        out[idx] = xi
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# skorch plumbing (private)
+
+
+class _ArrayIterator:
+    """Batches by fancy indexing of the in-memory arrays (no per-image ``__getitem__``).
+
+    Handles a skorch ``Dataset`` or a ``torch.utils.data.Subset`` of one. With
+    ``balanced=True`` each epoch draws ``len(dataset)`` indices with replacement, with
+    probability inversely proportional to the class frequency (a class-balanced sampler).
+    Batches are raw (uint8 or float32, channels-last) tensors; the net converts them.
+    """
+
+    def __init__(self, dataset, batch_size=64, shuffle=False, balanced=False):
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.balanced = balanced
+
+    def _arrays(self):
+        ds = self.dataset
+        if isinstance(ds, torch.utils.data.Subset):
+            idx = np.asarray(ds.indices)
+            ds = ds.dataset
+        else:
+            idx = np.arange(len(ds))
+        return ds.X, ds.y, idx
+
+    def __len__(self):
+        return max(1, math.ceil(len(self.dataset) / self.batch_size))
+
+    def __iter__(self):
+        X, y, idx = self._arrays()
+        n = len(idx)
+        if self.balanced and y is not None:
+            y_sub = np.asarray(y)[idx]
+            _, inverse, counts = np.unique(y_sub, return_inverse=True, return_counts=True)
+            weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+            order = torch.multinomial(weights, n, replacement=True).numpy()
+        elif self.shuffle:
+            order = torch.randperm(n).numpy()
+        else:
+            order = np.arange(n)
+        for start in range(0, n, self.batch_size):
+            b = idx[order[start : start + self.batch_size]]
+            if self.shuffle or self.balanced:
+                b = np.sort(b)  # memory locality; the batch is a set
+            Xb = torch.from_numpy(np.ascontiguousarray(X[b]))
+            yb = None if y is None else torch.from_numpy(np.asarray(y)[b])
+            yield Xb, yb
+
+
+class _IndexSplit:
+    """skorch ``train_split`` with precomputed train/validation indices."""
+
+    def __init__(self, train_idx, valid_idx):
+        self.train_idx = train_idx
+        self.valid_idx = valid_idx
+
+    def __call__(self, dataset, y=None, **kwargs):
+        Subset = torch.utils.data.Subset
+        return Subset(dataset, self.train_idx), Subset(dataset, self.valid_idx)
+
+
+class _EpochProgress(Callback):
+    """One progress bar over epochs (galaxysim's progress helper) showing the losses."""
+
+    def __init__(self, desc="training", verbose=1):
+        self.desc = desc
+        self.verbose = verbose
+
+    def initialize(self):
+        self.bar_ = None
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        self.bar_ = progress(
+            total=net.max_epochs, desc=self.desc, verbose=self.verbose, unit="epoch"
+        )
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        keys = ("train_loss", "valid_loss", "train_acc", "valid_acc")
+        self.bar_.set_postfix({k: f"{row[k]:.4g}" for k in keys if k in row}, refresh=False)
+        self.bar_.update(1)
+
+    def on_train_end(self, net, **kwargs):
+        if self.bar_ is not None:
+            self.bar_.close()
+        self.bar_ = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["bar_"] = None
+        return state
+
+
+class _GalaxyNet(NeuralNet):
+    """NeuralNet that converts raw image batches, augments them in training, and
+    records accuracy when ``record_accuracy`` is set."""
+
+    def __init__(self, *args, augment=False, record_accuracy=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.augment = augment
+        self.record_accuracy = record_accuracy
+
+    def prepare_batch(self, x):
+        x = to_tensor(x, device=self.device)
+        if self.augment and self.module_.training:
+            x = augment_dihedral(x)
+        return images_to_tensor(x, self.device)
+
+    def infer(self, x, **fit_params):
+        return self.module_(self.prepare_batch(x), **fit_params)
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if self.record_accuracy and y_pred is not None:
+            yi = batch[1]
+            correct = (y_pred.detach().argmax(1).cpu() == yi.cpu()).sum().item()
+            self.history.record_batch(("train" if training else "valid") + "_correct", correct)
+
+    def on_epoch_end(self, net, **kwargs):
+        if not self.record_accuracy:
+            return
+        batches = self.history[-1, "batches"]
+        for prefix in ("train", "valid"):
+            rows = [b for b in batches if prefix + "_correct" in b]
+            if rows:
+                n = sum(b[prefix + "_batch_size"] for b in rows)
+                self.history.record(prefix + "_acc", sum(b[prefix + "_correct"] for b in rows) / n)
+
+
+class _AENet(_GalaxyNet):
+    """Autoencoder net: the target is the (augmented) input itself."""
+
+    def infer(self, x, **fit_params):
+        x = self.prepare_batch(x)
+        return self.module_(x, **fit_params), x
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        recon, target = y_pred
+        return torch.nn.functional.mse_loss(recon, target)
+
+
+class _VAENet(_AENet):
+    """VAE net: per-image summed squared error plus ``beta`` times the KL divergence."""
+
+    def __init__(self, *args, beta=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.beta = beta
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        (recon, mean, logvar), target = y_pred
+        n = target.shape[0]
+        sse = (recon - target).pow(2).sum() / n
+        kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum() / n
+        return sse + self.beta * kl
+
+
+# ---------------------------------------------------------------------------------------
+# estimator base
+
+
+class _TorchImageEstimator(BaseEstimator):
+    """Fit scaffolding shared by the galaxysim torch estimators (private)."""
+
+    _progress_desc = "training"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+    def _check_common_params(self):
+        for name in ("max_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}.")
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
+        vf = self.validation_fraction
+        if vf is not None and not (0 <= vf < 1):
+            raise ValueError(f"validation_fraction must be None or in [0, 1); got {vf!r}.")
+
+    def _split(self, n, stratify, seed):
+        vf = self.validation_fraction
+        n_valid = int(math.ceil(n * vf)) if vf else 0
+        if n_valid == 0 or n - n_valid < 1:
+            return None
+        idx = np.arange(n)
+        try:
+            tr, va = train_test_split(
+                idx, test_size=n_valid, random_state=seed % 2**32, stratify=stratify
+            )
+        except ValueError:  # a class too small to stratify: plain random split
+            tr, va = train_test_split(idx, test_size=n_valid, random_state=seed % 2**32)
+        return _IndexSplit(np.sort(tr), np.sort(va))
+
+    def _fit_net(
+        self,
+        X,
+        y,
+        *,
+        net_cls,
+        module,
+        module_params,
+        criterion=None,
+        stratify=None,
+        balanced=False,
+        net_params=None,
+        module_init=None,
+    ):
+        self._check_common_params()
+        device = resolve_device(self.device)
+        seed = seed_from(self.random_state)
+        split = self._split(len(X), stratify, seed)
+        callbacks = []
+        if self.verbose:
+            callbacks.append(("progress", _EpochProgress(self._progress_desc, self.verbose)))
+        params = {f"module__{k}": v for k, v in module_params.items()}
+        params.update(net_params or {})
+        net = net_cls(
+            module,
+            criterion=criterion or torch.nn.MSELoss,  # the AE nets compute their own loss
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train=_ArrayIterator,
+            iterator_train__shuffle=True,
+            iterator_train__balanced=balanced,
+            iterator_valid=_ArrayIterator,
+            train_split=split,
+            device=device,
+            verbose=max(0, int(self.verbose) - 1),  # skorch's epoch table at verbose >= 2
+            callbacks=callbacks,
+            **params,
+        )
+        with seeded(seed, device), torch_threads(self.n_threads):
+            net.initialize()
+            if module_init is not None:
+                module_init(net.module_)
+            if CHANNELS_LAST:
+                net.module_.to(memory_format=torch.channels_last)
+            net.partial_fit(X, y)  # fit() would re-initialize the module
+        net.train_split = None  # holds only indices, but they mean nothing after fit
+        net.module_.eval()
+        self.net_ = net
+        keep = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "dur")
+        self.history_ = [
+            {k: (int(row[k]) if k == "epoch" else float(row[k])) for k in keep if k in row}
+            for row in net.history
+        ]
+        return self
+
+    def _infer(self, X, fn, batch_size=INFER_BATCH_SIZE):
+        check_is_fitted(self, "net_")
+        with torch_threads(self.n_threads):
+            return inference(
+                self.net_.module_, X, fn, device=self.net_.device, batch_size=batch_size
+            )
+
+    def _validate_fitted(self, X, name="X"):
+        check_is_fitted(self, "net_")
+        return check_nn_images(X, name=name, image_shape=self.image_shape_)

@@ -1,0 +1,319 @@
+"""CNNScorer: a small CNN classifier whose class scores (or embedding) are search features."""
+
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from galaxysim import GALAXY10_GROUPS
+from galaxysim.nn._base import _GalaxyNet, _TorchImageEstimator, check_nn_images
+from galaxysim.nn._modules import CNNClassifierModule
+from galaxysim.utils.validation import check_labels
+
+__all__ = ["CNNScorer"]
+
+_GROUPINGS = {"galaxy10-5": GALAXY10_GROUPS}
+
+
+class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
+    """Convolutional classifier of galaxy images whose scores serve as search features.
+
+    A classifier (``predict``, ``predict_proba``, ``score``) and a transformer:
+    ``transform`` gives per-image class probabilities (``output="proba"``) or the
+    penultimate activations (``output="embedding"``), so that
+    ``Crop64 -> CNNScorer -> NearestGalaxy`` searches in score space.
+
+    Class imbalance is handled by default with a class-balanced sampler (each epoch
+    draws as many images as the training set, rare classes as often as common ones),
+    and training images are randomly flipped and rotated by multiples of 90 degrees.
+
+    Parameters
+    ----------
+    n_classes : int, default=None
+        Number of classes; ``None`` infers it from ``y``. When given it must match.
+    groups : {"galaxy10-5"} or dict, default=None
+        Train on coarse groups of the labels: ``"galaxy10-5"`` maps Galaxy10 codes 0-9
+        to the five groups of ``galaxysim.GALAXY10_GROUPS``; a dict maps group names to
+        label tuples. ``classes_`` are then the group names, and ``score`` maps ``y``
+        through the groups too.
+    output : {"proba", "embedding"}, default="proba"
+        What ``transform`` returns.
+    channels : int, default=32
+        Filters per convolution.
+    hidden : int, default=64
+        Width of the dense layers (the embedding size).
+    dropout : float, default=0.25
+        Dropout rate.
+    balance : {"sampler", "loss"} or None, default="sampler"
+        ``"sampler"``: class-balanced sampling; ``"loss"``: class-weighted cross entropy
+        (stalls on rare classes, kept for comparison); ``None``: neither.
+    augment : bool, default=True
+        Random flips and 90-degree rotations of training images.
+    max_epochs : int, default=15
+        Training epochs.
+    lr : float, default=1e-3
+        Adam learning rate.
+    batch_size : int, default=64
+        Training batch size.
+    validation_fraction : float or None, default=0.1
+        Stratified share of the training images held out to report ``valid_loss`` and
+        ``valid_acc`` in ``history_``; ``None`` or 0 trains on everything.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where to train; ``"auto"`` uses a GPU when one is available.
+    n_threads : int, default=None
+        Torch threads during fit and inference; ``None`` keeps torch's setting.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, sampling, augmentation and dropout (through
+        ``torch.random.fork_rng``; the global torch RNG is untouched). The same int
+        gives a bitwise identical model on CPU.
+    verbose : int, default=0
+        1 shows a progress bar over epochs, 2 also skorch's per-epoch table.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (group names with ``groups``).
+    image_shape_ : tuple of int
+        ``(height, width, n_channels)`` of the training images.
+    net_ : skorch.NeuralNet
+        The trained skorch net; its ``module_`` is a :class:`CNNClassifierModule`.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``valid_loss``,
+        ``valid_acc`` (the last two with a validation split) and ``dur``.
+
+    See Also
+    --------
+    AEEncoder : Unsupervised latent features.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from galaxysim.nn import CNNScorer
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, size=(20, 16, 16, 3), dtype=np.uint8)
+    >>> y = np.arange(20) % 2
+    >>> cnn = CNNScorer(max_epochs=1, random_state=0).fit(X, y)
+    >>> cnn.predict_proba(X[:2]).shape, cnn.transform(X[:2]).dtype
+    ((2, 2), dtype('float32'))
+    >>> CNNScorer(output="embedding", max_epochs=1, random_state=0).fit_transform(X, y).shape
+    (20, 64)
+    """
+
+    _progress_desc = "CNN"
+
+    def __init__(
+        self,
+        n_classes=None,
+        *,
+        groups=None,
+        output="proba",
+        channels=32,
+        hidden=64,
+        dropout=0.25,
+        balance="sampler",
+        augment=True,
+        max_epochs=15,
+        lr=1e-3,
+        batch_size=64,
+        validation_fraction=0.1,
+        device="cpu",
+        n_threads=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_classes = n_classes
+        self.groups = groups
+        self.output = output
+        self.channels = channels
+        self.hidden = hidden
+        self.dropout = dropout
+        self.balance = balance
+        self.augment = augment
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.n_threads = n_threads
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.classifier_tags.multi_class = True
+        return tags
+
+    # -- labels ---------------------------------------------------------------------------
+
+    def _group_map(self):
+        if self.groups is None:
+            return None
+        if isinstance(self.groups, str):
+            if self.groups not in _GROUPINGS:
+                raise ValueError(
+                    f"groups must be None, a dict or one of {sorted(_GROUPINGS)}; "
+                    f"got {self.groups!r}."
+                )
+            return _GROUPINGS[self.groups]
+        if isinstance(self.groups, dict):
+            return self.groups
+        raise ValueError(f"groups must be None, a dict or 'galaxy10-5'; got {self.groups!r}.")
+
+    def _map_groups(self, y, group_map):
+        lookup = {lab: name for name, labs in group_map.items() for lab in labs}
+        unknown = sorted({v for v in y.tolist() if v not in lookup})
+        if unknown:
+            raise ValueError(
+                f"y holds labels {unknown[:5]} that belong to no group of "
+                f"groups={self.groups!r} (known labels: {sorted(lookup)}). Drop those images or "
+                "pass groups=None."
+            )
+        return np.array([lookup[v] for v in y.tolist()], dtype=object)
+
+    def _encode_labels(self, y):
+        group_map = self._group_map()
+        if group_map is not None:
+            y = self._map_groups(y, group_map)
+            classes = np.array(list(group_map), dtype=object)
+            index = {c: i for i, c in enumerate(classes)}
+            return classes, np.array([index[v] for v in y], dtype=np.int64)
+        classes, codes = np.unique(y, return_inverse=True)
+        return classes, codes.astype(np.int64)
+
+    # -- fit ------------------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Train the network on labelled images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, n_channels)
+            Training images, uint8 (0-255) or float in [0, 1]; height and width
+            multiples of 16.
+        y : array-like of shape (n_samples,)
+            Labels (any hashable values; Galaxy10 codes with ``groups``).
+
+        Returns
+        -------
+        self : CNNScorer
+            The fitted estimator.
+        """
+        X = check_nn_images(X)
+        if y is None:
+            raise ValueError(
+                "CNNScorer is supervised: fit(X, y) needs labels y. For unsupervised "
+                "features use AEEncoder or VAEEncoder."
+            )
+        y = check_labels(y, len(X))
+        if self.output not in ("proba", "embedding"):
+            raise ValueError(f"output must be 'proba' or 'embedding'; got {self.output!r}.")
+        if self.balance not in ("sampler", "loss", None):
+            raise ValueError(f"balance must be 'sampler', 'loss' or None; got {self.balance!r}.")
+        classes, codes = self._encode_labels(y)
+        n_present = len(np.unique(codes))
+        if n_present < 2:
+            raise ValueError(
+                f"y has a single class ({classes[codes[0]]!r}); a classifier needs at least "
+                "2 classes."
+            )
+        n_out = len(classes)
+        if self.n_classes is not None:
+            if not isinstance(self.n_classes, numbers.Integral) or self.n_classes < 2:
+                raise ValueError(f"n_classes must be None or an int >= 2; got {self.n_classes!r}.")
+            if self.n_classes != n_out:
+                raise ValueError(
+                    f"n_classes={self.n_classes} but y has {n_out} classes"
+                    f"{' (after grouping)' if self.groups is not None else ''}. "
+                    "Pass n_classes=None to infer it from y."
+                )
+        if len(X) < n_out:
+            raise ValueError(
+                f"Got {len(X)} images for {n_out} classes; training needs at least one image "
+                "per class (and in practice many more). Pass more images or fewer classes."
+            )
+
+        criterion = torch.nn.CrossEntropyLoss
+        net_params = {"augment": bool(self.augment), "record_accuracy": True}
+        if self.balance == "loss":
+            counts = np.bincount(codes, minlength=n_out).astype(np.float64)
+            weights = np.where(counts > 0, len(codes) / (n_out * np.maximum(counts, 1)), 0.0)
+            net_params["criterion__weight"] = torch.tensor(weights, dtype=torch.float32)
+
+        self.classes_ = classes
+        self.image_shape_ = tuple(X.shape[1:])
+        return self._fit_net(
+            X,
+            codes,
+            net_cls=_GalaxyNet,
+            module=CNNClassifierModule,
+            module_params={
+                "n_classes": n_out,
+                "in_channels": X.shape[3],
+                "image_size": X.shape[1:3],
+                "channels": self.channels,
+                "hidden": self.hidden,
+                "dropout": self.dropout,
+            },
+            criterion=criterion,
+            stratify=codes,
+            balanced=self.balance == "sampler",
+            net_params=net_params,
+        )
+
+    # -- inference ------------------------------------------------------------------------
+
+    def decision_function(self, X):
+        """Class logits, float32 array of shape (n_samples, n_classes)."""
+        X = self._validate_fitted(X)
+        return self._infer(X, lambda m, x: m(x))
+
+    def predict_proba(self, X):
+        """Class probabilities, float32 array of shape (n_samples, n_classes)."""
+        X = self._validate_fitted(X)
+        return self._infer(X, lambda m, x: torch.softmax(m(x), dim=1))
+
+    def predict(self, X):
+        """Most probable class of each image, shape (n_samples,)."""
+        scores = self.decision_function(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def embed(self, X):
+        """Penultimate activations, float32 array of shape (n_samples, hidden)."""
+        X = self._validate_fitted(X)
+        return self._infer(X, lambda m, x: m.embed(x))
+
+    def transform(self, X):
+        """Search features: probabilities (``output="proba"``) or the embedding.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, n_channels)
+            Images of the fitted size.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_classes) or (n_samples, hidden)
+            float32.
+        """
+        if self.output == "embedding":
+            return self.embed(X)
+        return self.predict_proba(X)
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on ``(X, y)``; with ``groups``, ``y`` is mapped to groups first."""
+        check_is_fitted(self, "net_")
+        y = check_labels(y, len(check_nn_images(X)))
+        group_map = self._group_map()
+        if group_map is not None:
+            y = self._map_groups(y, group_map)
+        return super().score(X, y, sample_weight=sample_weight)
+
+    def get_feature_names_out(self, input_features=None):
+        """Output feature names: ``proba_<class>`` or ``embedding<i>``."""
+        check_is_fitted(self, "net_")
+        if self.output == "embedding":
+            return np.array([f"embedding{i}" for i in range(self.hidden)], dtype=object)
+        return np.array([f"proba_{c}" for c in self.classes_], dtype=object)
