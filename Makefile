@@ -22,13 +22,13 @@ demo: venv
 	$(VENV)/bin/galaxysim search --out report/
 
 test: venv
-	$(VENV)/bin/ruff check galaxysim tests benchmarks examples
-	$(VENV)/bin/ruff format --check galaxysim tests benchmarks examples
+	$(VENV)/bin/ruff check galaxysim tests benchmarks
+	$(VENV)/bin/ruff format --check galaxysim tests benchmarks
 	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: venv
-	$(VENV)/bin/ruff check --fix galaxysim tests benchmarks examples
-	$(VENV)/bin/ruff format galaxysim tests benchmarks examples
+	$(VENV)/bin/ruff check --fix galaxysim tests benchmarks
+	$(VENV)/bin/ruff format galaxysim tests benchmarks
 
 bench: venv
 	$(PY) benchmarks/bench_search.py

@@ -86,7 +86,54 @@ def build_parser():
         "--within", metavar="LABEL", help="search only galaxies with this label (name or number)"
     )
     s.add_argument("--out", help="write results.csv, montages and index.html here")
+    _add_model_options(s)
+
+    t = sub.add_parser(
+        "train",
+        help="fit the deep models on a catalogue and save them",
+        description="Fit CNN, autoencoder and/or VAE on a catalogue and save "
+        "them (joblib, with versions recorded) for `search --model-dir`.",
+    )
+    _add_data_options(t)
+    t.add_argument("--method", default="cnn,ae,vae", help="comma list of cnn, ae, vae")
+    _add_model_options(t, required=True)
+
+    g = sub.add_parser(
+        "generate",
+        help="generate galaxies with the VAE",
+        description="Generate new galaxies with the VAE: from noise, or "
+        "'more like' a query such as the Milky Way.",
+    )
+    _add_data_options(g)
+    g.add_argument(
+        "--like",
+        default=None,
+        help="`milkyway`, `milkyway-illustration` or an image file (default: samples from noise)",
+    )
+    g.add_argument("--n", type=int, default=16, help="number of images (default: 16)")
+    g.add_argument(
+        "--scale",
+        type=float,
+        default=0.5,
+        help="spread around the query in units of the prior (default: 0.5)",
+    )
+    g.add_argument("--out", default="generated.png", help="PNG grid (default: %(default)s)")
+    _add_model_options(g)
     return parser
+
+
+def _add_model_options(p, required=False):
+    p.add_argument(
+        "--model-dir",
+        required=required,
+        help="load deep models from here if present, save trained ones here",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs of the deep models (default: each model's)",
+    )
 
 
 # ------------------------------------------------------------------ data
@@ -188,8 +235,45 @@ def resolve_label(text, names, labels):
     raise UserError(f"unknown label {text!r}; the catalogue has: {', '.join(names)}.")
 
 
-def build_search(method, args):
-    """The search pipeline of one method (images in, ranked catalogue out)."""
+def _new_model(method, args):
+    from galaxysim.nn import AEEncoder, CNNScorer, VAEEncoder
+
+    cls = {"cnn": CNNScorer, "ae": AEEncoder, "vae": VAEEncoder}[method]
+    params = {"random_state": args.seed, "verbose": 0 if args.quiet else 1}
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UserError("--epochs must be at least 1.")
+        params["max_epochs"] = args.epochs
+    return cls(**params)
+
+
+def deep_model(method, args, X, y):
+    """A fitted deep model: loaded from --model-dir when saved there, else trained."""
+    from galaxysim.nn import load_model, save_model
+
+    path = Path(args.model_dir) / f"{method}.joblib" if args.model_dir else None
+    if path is not None and path.exists():
+        model = load_model(path)
+        print(f"{method}: loaded {path}", file=sys.stderr)
+        return model
+    if method == "cnn" and y is None:
+        raise UserError("the cnn method needs labels (give --labels-csv / --label-column).")
+    model = _new_model(method, args)
+    t0 = time.perf_counter()
+    model.fit(X, y if method == "cnn" else None)
+    print(f"{method}: trained in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if path is not None:
+        save_model(model, path)
+        print(f"{method}: saved {path}", file=sys.stderr)
+    return model
+
+
+def build_search(method, args, X, y):
+    """The search pipeline of one method (images in, ranked catalogue out).
+
+    Pixel methods are returned unfitted; deep models are trained (or loaded from
+    --model-dir) here and frozen, so fitting the pipeline only indexes the catalogue.
+    """
     from galaxysim.neighbors import NearestGalaxy
     from galaxysim.pipeline import make_search_pipeline
     from galaxysim.preprocessing import PixelFlatten
@@ -198,7 +282,12 @@ def build_search(method, args):
         return make_search_pipeline(
             PixelFlatten(), NearestGalaxy(n_neighbors=args.k, metric=method)
         )
-    raise UserError(f"method {method!r} is not available yet in this version.")
+    from sklearn.frozen import FrozenEstimator
+
+    model = deep_model(method, args, X, y)
+    return make_search_pipeline(
+        FrozenEstimator(model), NearestGalaxy(n_neighbors=args.k, metric="euclidean")
+    )
 
 
 # ------------------------------------------------------------------ commands
@@ -222,7 +311,7 @@ def cmd_search(args):
     results = []
     for method in methods:
         t0 = time.perf_counter()
-        pipe = build_search(method, args).fit(X, y)
+        pipe = build_search(method, args, X, y).fit(X, y)
         if args.per_class:
             dist, ind = pipe.nearest_per_class(query)
             order = np.argsort(dist[0], kind="stable")
@@ -258,7 +347,43 @@ def cmd_search(args):
     return 0
 
 
-COMMANDS = {"search": cmd_search}
+def cmd_train(args):
+    methods = parse_methods(args.method)
+    bad = [m for m in methods if m not in DEEP_METHODS]
+    if bad:
+        raise UserError(f"train fits deep models only ({', '.join(DEEP_METHODS)}); got {bad}.")
+    X, y, _, cat_desc = load_catalog(args)
+    print(f"catalogue: {cat_desc}")
+    for method in methods:
+        path = Path(args.model_dir) / f"{method}.joblib"
+        if path.exists():
+            path.unlink()  # train anew: deep_model would otherwise load it
+        deep_model(method, args, X, y)
+    return 0
+
+
+def cmd_generate(args):
+    from galaxysim.cli._report import save_figure
+    from galaxysim.plotting import plot_generated
+
+    if args.n < 1:
+        raise UserError("--n must be at least 1.")
+    X, y, _, cat_desc = load_catalog(args)
+    vae = deep_model("vae", args, X, y)
+    if args.like is None:
+        images, title = vae.sample(args.n, random_state=args.seed), "VAE samples from noise"
+    else:
+        args.query, args.reframe = args.like, None
+        query, q_desc = load_query(args)
+        images = vae.generate_like(query, args.n, scale=args.scale, random_state=args.seed)
+        title = f"more like the {q_desc} (scale {args.scale:g})"
+    out = Path(args.out)
+    save_figure(plot_generated(images, title=title), out)
+    print(f"{len(images)} generated images written to {out} (VAE trained on {cat_desc})")
+    return 0
+
+
+COMMANDS = {"search": cmd_search, "train": cmd_train, "generate": cmd_generate}
 
 
 def main(argv=None):

@@ -15,7 +15,7 @@ import numpy as np
 from galaxysim import __version__
 from galaxysim.utils._io import atomic_write
 
-__all__ = ["MethodResult", "write_report"]
+__all__ = ["MethodResult", "save_figure", "write_report"]
 
 
 @dataclass
@@ -49,7 +49,7 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def _save_figure(fig, path):
+def save_figure(fig, path):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     with atomic_write(path) as f:
@@ -99,7 +99,7 @@ def write_report(out_dir, results, *, query_image, catalogue_images, summary, ex
             title=res.title or res.method,
         )
         png = f"montage_{res.method}.png"
-        _save_figure(fig, out / png)
+        save_figure(fig, out / png)
         table = "".join(
             f"<tr><td>{r}</td><td>{i}</td><td>{html.escape(str(n))}</td><td>{d:.6g}</td></tr>"
             for r, i, n, d in res.rows
@@ -111,7 +111,7 @@ def write_report(out_dir, results, *, query_image, catalogue_images, summary, ex
             f"</tr></thead><tbody>{table}</tbody></table></section>"
         )
     for title, filename, fig in extra_figures:
-        _save_figure(fig, out / filename)
+        save_figure(fig, out / filename)
         sections.append(
             f"<section><h2>{html.escape(title)}</h2>"
             f'<img src="{filename}" alt="{html.escape(title)}"></section>'
