@@ -62,6 +62,21 @@ def _dot_u8(Q16, G, out):  # pragma: no cover - compiled
 
 
 @njit(**_FAST)
+def _ssd_u8(Q, G, out):  # pragma: no cover - compiled
+    # difference form: for one to three queries it streams the gallery faster than
+    # the dot-product form, which needs an int16 copy of each query
+    m, D = Q.shape
+    n = G.shape[0]
+    for j in prange(n):
+        for i in range(m):
+            acc = np.int32(0)
+            for d in range(D):
+                t = np.int32(G[j, d]) - np.int32(Q[i, d])
+                acc = np.int32(acc + t * t)
+            out[i, j] = acc
+
+
+@njit(**_FAST)
 def _maxabs_u8(Q, G, out):  # pragma: no cover - compiled
     m, D = Q.shape
     n = G.shape[0]
@@ -368,6 +383,10 @@ def _raw_block(Q, index, metric):
         return sk_pairwise(Q, G, metric=metric).astype(np.float64)
     # int32 accumulators are exact while n_features * 255**2 < 2**31
     if Q.dtype == np.uint8 and G.dtype == np.uint8 and G.shape[1] * 65025 < 2**31:
+        if metric in _SQ_METRICS and m < 4:
+            out = np.empty((m, n), dtype=np.int32)
+            _ssd_u8(Q, G, out)
+            return out.astype(np.int64)
         if metric in ("cosine", *_SQ_METRICS):
             dots = np.empty((m, n), dtype=np.int32)
             _dot_u8(Q.astype(np.int16), G, dots)

@@ -15,6 +15,7 @@ from galaxysim.utils.validation import check_images
 
 __all__ = ["center_crop", "frame_images", "reframe_images", "resize_images"]
 
+
 def _pair(size, name):
     if isinstance(size, numbers.Integral):
         size = (int(size), int(size))
