@@ -25,7 +25,9 @@ from galaxysim.utils.validation import check_image_shape, check_images
 
 __all__ = [
     "augment_dihedral",
+    "autocast",
     "check_nn_images",
+    "check_precision",
     "images_to_tensor",
     "inference",
     "resolve_device",
@@ -41,6 +43,13 @@ INFER_BATCH_SIZE = 256
 
 CHANNELS_LAST = True
 """Run convolutions in channels-last memory format (faster on CPU with oneDNN)."""
+
+PRECISIONS = ("float32", "bfloat16")
+"""Values of the estimators' ``precision`` parameter."""
+
+BF16_INFER_BATCH_SIZE = 1024
+"""Images per forward pass at inference under bfloat16 autocast (larger batches pay off
+there: fewer per-call casts and reorders; measured in ``benchmarks/bench_nn.py``)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,7 +234,59 @@ def torch_threads(n_threads):
         torch.set_num_threads(old)
 
 
-def inference(module, X, fn, *, device="cpu", batch_size=INFER_BATCH_SIZE):
+def check_precision(precision):
+    """Validate the ``precision`` parameter of the torch estimators.
+
+    Examples
+    --------
+    >>> check_precision("bfloat16")
+    'bfloat16'
+    >>> check_precision("float16")
+    Traceback (most recent call last):
+    ...
+    ValueError: precision must be 'float32' or 'bfloat16'; got 'float16'...
+    """
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be 'float32' or 'bfloat16'; got {precision!r}. 'bfloat16' runs "
+            "the forward passes under torch.autocast (about twice as fast on CPUs with "
+            "AVX512-BF16 or AMX); 'float32' is the exact default."
+        )
+    return precision
+
+
+def autocast(device, precision):
+    """Context manager: ``torch.autocast`` to bfloat16 on ``device``, or nothing for float32.
+
+    On a CPU without native bfloat16 instructions autocast still works, only slower.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with autocast("cpu", "bfloat16"):
+    ...     y = torch.nn.Linear(2, 2)(torch.ones(1, 2))
+    >>> y.dtype
+    torch.bfloat16
+    >>> with autocast("cpu", "float32"):
+    ...     y = torch.nn.Linear(2, 2)(torch.ones(1, 2))
+    >>> y.dtype
+    torch.float32
+    """
+    if precision == "bfloat16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_float32(out):
+    """Cast the floating tensors of a (nested tuple of) tensor(s) to float32."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(to_float32(o) for o in out)
+    if isinstance(out, torch.Tensor) and out.is_floating_point():
+        return out.float()
+    return out
+
+
+def inference(module, X, fn, *, device="cpu", batch_size=INFER_BATCH_SIZE, precision="float32"):
     """Apply ``fn(module, batch_tensor)`` to ``X`` in batches, in eval and inference mode.
 
     Parameters
@@ -240,6 +301,8 @@ def inference(module, X, fn, *, device="cpu", batch_size=INFER_BATCH_SIZE):
         Where ``module`` lives.
     batch_size : int, default=256
         Images per forward pass; results do not depend on it beyond float rounding.
+    precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` runs ``fn`` under bfloat16 autocast; results come back float32.
 
     Returns
     -------
@@ -248,7 +311,7 @@ def inference(module, X, fn, *, device="cpu", batch_size=INFER_BATCH_SIZE):
     """
     module.eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(X), batch_size):
             xb = images_to_tensor(np.ascontiguousarray(X[start : start + batch_size]), device)
             res = fn(module, xb)
@@ -391,13 +454,25 @@ class _EpochProgress(Callback):
 
 
 class _GalaxyNet(NeuralNet):
-    """NeuralNet that converts raw image batches, augments them in training, and
-    records accuracy when ``record_accuracy`` is set."""
+    """NeuralNet that converts raw image batches, augments them in training, runs the
+    forward pass in ``precision`` (bfloat16 autocast; weights, gradients, optimizer and
+    the returned outputs stay float32), and records accuracy when ``record_accuracy``
+    is set."""
 
-    def __init__(self, *args, augment=False, record_accuracy=False, **kwargs):
+    def __init__(self, *args, augment=False, record_accuracy=False, precision="float32", **kwargs):
         super().__init__(*args, **kwargs)
         self.augment = augment
         self.record_accuracy = record_accuracy
+        self.precision = precision
+
+    def forward_module(self, x, **fit_params):
+        """The module's forward pass, under autocast for bfloat16, with float32 outputs."""
+        precision = getattr(self, "precision", "float32")  # nets pickled before it existed
+        if precision == "float32":
+            return self.module_(x, **fit_params)
+        with autocast(self.device, precision):
+            out = self.module_(x, **fit_params)
+        return to_float32(out)
 
     def prepare_batch(self, x):
         x = to_tensor(x, device=self.device)
@@ -406,7 +481,7 @@ class _GalaxyNet(NeuralNet):
         return images_to_tensor(x, self.device)
 
     def infer(self, x, **fit_params):
-        return self.module_(self.prepare_batch(x), **fit_params)
+        return self.forward_module(self.prepare_batch(x), **fit_params)
 
     def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
         if self.record_accuracy and y_pred is not None:
@@ -430,7 +505,7 @@ class _AENet(_GalaxyNet):
 
     def infer(self, x, **fit_params):
         x = self.prepare_batch(x)
-        return self.module_(x, **fit_params), x
+        return self.forward_module(x, **fit_params), x
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         recon, target = y_pred
@@ -478,6 +553,11 @@ class _TorchImageEstimator(BaseEstimator):
         vf = self.validation_fraction
         if vf is not None and not (0 <= vf < 1):
             raise ValueError(f"validation_fraction must be None or in [0, 1); got {vf!r}.")
+        check_precision(self.precision)
+
+    def _precision(self):
+        # estimators pickled before the parameter existed trained in float32
+        return check_precision(getattr(self, "precision", "float32"))
 
     def _split(self, n, stratify, seed):
         vf = self.validation_fraction
@@ -516,6 +596,7 @@ class _TorchImageEstimator(BaseEstimator):
             callbacks.append(("progress", _EpochProgress(self._progress_desc, self.verbose)))
         params = {f"module__{k}": v for k, v in module_params.items()}
         params.update(net_params or {})
+        params["precision"] = self.precision
         net = net_cls(
             module,
             criterion=criterion or torch.nn.MSELoss,  # the AE nets compute their own loss
@@ -550,11 +631,19 @@ class _TorchImageEstimator(BaseEstimator):
         ]
         return self
 
-    def _infer(self, X, fn, batch_size=INFER_BATCH_SIZE):
+    def _infer(self, X, fn, batch_size=None):
         check_is_fitted(self, "net_")
+        precision = self._precision()
+        if batch_size is None:
+            batch_size = INFER_BATCH_SIZE if precision == "float32" else BF16_INFER_BATCH_SIZE
         with torch_threads(self.n_threads):
             return inference(
-                self.net_.module_, X, fn, device=self.net_.device, batch_size=batch_size
+                self.net_.module_,
+                X,
+                fn,
+                device=self.net_.device,
+                batch_size=batch_size,
+                precision=precision,
             )
 
     def _validate_fitted(self, X, name="X"):
