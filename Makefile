@@ -22,16 +22,29 @@ demo: venv
 	$(VENV)/bin/galaxysim search --out report/
 
 test: venv
-	$(VENV)/bin/ruff check galaxysim tests benchmarks
-	$(VENV)/bin/ruff format --check galaxysim tests benchmarks
+	$(VENV)/bin/ruff check galaxysim tests benchmarks examples
+	$(VENV)/bin/ruff format --check galaxysim tests benchmarks examples
 	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: venv
-	$(VENV)/bin/ruff check --fix galaxysim tests benchmarks
-	$(VENV)/bin/ruff format galaxysim tests benchmarks
+	$(VENV)/bin/ruff check --fix galaxysim tests benchmarks examples
+	$(VENV)/bin/ruff format galaxysim tests benchmarks examples
+
+# Sphinx docs into docs/_build/html, warnings as errors. Runs every gallery example;
+# GALAXYSIM_DOCS_FAST=1 runs only the quick ones (CI). Installs the docs extra first.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build docs/auto_examples docs/generated
+	MPLBACKEND=Agg $(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 bench: venv
 	$(PY) benchmarks/bench_search.py
 
 clean:
-	rm -rf $(VENV) report build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) report build *.egg-info .pytest_cache .ruff_cache docs/_build docs/auto_examples docs/generated

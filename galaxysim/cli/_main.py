@@ -1,4 +1,4 @@
-"""``galaxysim`` command line: search, and (with galaxysim.nn) train, generate."""
+"""``galaxysim`` command line: search, evaluate, and (with galaxysim.nn) train, generate."""
 
 import argparse
 import sys
@@ -119,6 +119,44 @@ def build_parser():
     )
     g.add_argument("--out", default="generated.png", help="PNG grid (default: %(default)s)")
     _add_model_options(g)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="cross-validated retrieval quality of every method, with an HTML report",
+        description="Cross-validate every method's search on a labelled catalogue "
+        "(StratifiedKFold; deep models trained on the training folds only): "
+        "precision@k per class and balanced, mean average precision, CNN accuracy, "
+        "fit and query times. Prints a table and writes an HTML report with "
+        "results.csv and results.json. With no options: the built-in catalogue.",
+    )
+    _add_data_options(e)
+    e.add_argument(
+        "--method",
+        default=",".join(PIXEL_METHODS + DEEP_METHODS),
+        help="comma list of methods (default: %(default)s)",
+    )
+    e.add_argument("--folds", type=int, default=3, help="cross-validation folds (default: 3)")
+    e.add_argument(
+        "-k", "--k", type=int, default=10, dest="k", help="neighbours per query (default: 10)"
+    )
+    e.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs of the deep models (default: each model's)",
+    )
+    e.add_argument(
+        "--query",
+        default="milkyway",
+        help="query of the report's neighbour montages and generated images: "
+        "`milkyway`, `milkyway-illustration` or an image file (default: %(default)s)",
+    )
+    e.add_argument(
+        "--out",
+        default="report/evaluate",
+        help="report folder: index.html, PNGs, results.csv, results.json (default: %(default)s)",
+    )
+    e.set_defaults(model_dir=None, reframe=None)  # never reuse models across folds
     return parser
 
 
@@ -383,7 +421,119 @@ def cmd_generate(args):
     return 0
 
 
-COMMANDS = {"search": cmd_search, "train": cmd_train, "generate": cmd_generate}
+def cmd_evaluate(args):
+    from sklearn.model_selection import StratifiedKFold
+
+    from galaxysim.cli._evaluate import (
+        cross_validate_method,
+        format_scores,
+        write_evaluation_report,
+    )
+    from galaxysim.cli._report import MethodResult
+    from galaxysim.utils._progress import progress
+
+    methods = parse_methods(args.method)
+    if args.folds < 2:
+        raise UserError("--folds must be at least 2.")
+    if args.k < 1:
+        raise UserError("-k must be at least 1.")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError("--epochs must be at least 1.")
+    X, y, names, cat_desc = load_catalog(args)
+    if y is None:
+        raise UserError("evaluate needs labels (give --labels-csv / --label-column).")
+    labels, counts = np.unique(y, return_counts=True)
+    if len(labels) < 2:
+        raise UserError("evaluate needs at least two labels in the catalogue.")
+    if counts.min() < args.folds:
+        small = labels[np.argmin(counts)]
+        raise UserError(
+            f"label {small} has only {counts.min()} images, fewer than --folds "
+            f"{args.folds}; use fewer folds or a larger catalogue."
+        )
+    n_train = len(X) - -(-len(X) // args.folds)
+    if args.k > n_train:
+        raise UserError(f"-k {args.k} exceeds the {n_train} training images of a fold.")
+    query, q_desc = load_query(args)
+    if query.shape[1:] != X.shape[1:]:
+        raise UserError(
+            f"query is {query.shape[1]}x{query.shape[2]} but the catalogue is "
+            f"{X.shape[1]}x{X.shape[2]}; use the same --image-size."
+        )
+    name_of = (lambda v: names[v] if 0 <= v < len(names) else str(v)) if names else str
+    print(f"catalogue: {cat_desc}; {args.folds}-fold cross-validation, k={args.k}")
+
+    skf = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
+    splits = list(skf.split(np.zeros(len(y)), y))
+    scores, results, models = [], [], {}
+    bar = progress(total=len(methods) * (args.folds + 1), desc="evaluate", verbose=not args.quiet)
+    with bar:
+        for method in methods:
+            bar.set_description(f"evaluate {method}")
+            scores.append(
+                cross_validate_method(
+                    method,
+                    lambda Xt, yt, m=method: build_search(m, args, Xt, yt),
+                    X,
+                    y,
+                    splits,
+                    args.k,
+                    on_fold=lambda: bar.update(1),
+                )
+            )
+            # the report's pictures: the method fitted on the whole catalogue
+            t0 = time.perf_counter()
+            pipe = build_search(method, args, X, y).fit(X, y)
+            dist, ind = pipe.kneighbors(query, args.k)
+            elapsed = time.perf_counter() - t0
+            first = pipe.steps[0][1]
+            if method in DEEP_METHODS:
+                models[method] = first.estimator
+            results.append(
+                MethodResult(
+                    method,
+                    dist[0],
+                    ind[0],
+                    [name_of(int(v)) for v in y[ind[0]]],
+                    title=f"{method}: top {args.k} for the {q_desc} "
+                    f"(whole catalogue, {elapsed:.1f} s)",
+                )
+            )
+            bar.update(1)
+    print(format_scores(scores, names))
+    counts_text = ", ".join(f"{name_of(int(c))} {n}" for c, n in zip(labels, counts, strict=True))
+    index = write_evaluation_report(
+        args.out,
+        scores,
+        names=names,
+        y=y,
+        facts={
+            "catalogue": cat_desc,
+            "classes (images)": counts_text,
+            "cross-validation": f"{args.folds}-fold stratified, seed {args.seed}",
+            "k": args.k,
+            "methods": ", ".join(methods),
+            "deep-model epochs": "model defaults" if args.epochs is None else args.epochs,
+            "image size": f"{X.shape[1]}x{X.shape[2]}",
+            "query": q_desc,
+        },
+        search_results=results,
+        query_image=query,
+        query_desc=q_desc,
+        catalogue_images=X,
+        models=models,
+        seed=args.seed,
+    )
+    print(f"report written to {index}")
+    return 0
+
+
+COMMANDS = {
+    "search": cmd_search,
+    "train": cmd_train,
+    "generate": cmd_generate,
+    "evaluate": cmd_evaluate,
+}
 
 
 def main(argv=None):

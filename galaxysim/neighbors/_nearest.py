@@ -240,7 +240,7 @@ callable, default="mse"
 
         Returns
         -------
-        labels : ndarray of shape (n_samples_fit_,)
+        labels : ndarray of shape (n_catalogue,)
         """
         check_is_fitted(self, "n_samples_fit_")
         if self._y is None:

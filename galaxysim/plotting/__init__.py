@@ -1,4 +1,5 @@
-"""Matplotlib figures: neighbour montages, training curves, reconstructions, latent maps."""
+"""Matplotlib figures: neighbour montages, training curves, reconstructions, latent maps,
+precision@k curves."""
 
 from galaxysim.plotting._montage import plot_neighbors
 from galaxysim.plotting._nn import (
@@ -8,12 +9,15 @@ from galaxysim.plotting._nn import (
     plot_reconstructions,
     plot_training_curves,
 )
+from galaxysim.plotting._retrieval import plot_per_class_precision, plot_precision_curves
 
 __all__ = [
     "plot_confusion_matrix",
     "plot_generated",
     "plot_latent_map",
     "plot_neighbors",
+    "plot_per_class_precision",
+    "plot_precision_curves",
     "plot_reconstructions",
     "plot_training_curves",
 ]
