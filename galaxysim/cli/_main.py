@@ -196,6 +196,7 @@ def load_catalog(args):
             label_column=args.label_column,
             crop=args.crop,
             image_size=args.image_size,
+            n_jobs=-1,  # reading and decoding release the GIL: use every core
             verbose=verbose,
         )
     else:

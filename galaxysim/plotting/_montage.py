@@ -5,14 +5,22 @@ from matplotlib.figure import Figure
 
 from galaxysim.utils.validation import check_images
 
-__all__ = ["plot_neighbors"]
+__all__ = ["plot_neighbors", "show_image"]
 
 
-def _show(ax, img):
+def show_image(ax, img, *, frame=True):
+    """Draw one channels-last image (grey when it has one channel) without ticks.
+
+    ``frame=False`` also hides the axes' spines.
+    """
+    img = np.asarray(img)
     img = img[..., 0] if img.shape[-1] == 1 else img
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+    if not frame:
+        for spine in ax.spines.values():
+            spine.set_visible(False)
 
 
 def plot_neighbors(
@@ -72,14 +80,14 @@ def plot_neighbors(
         nrows, ncols + 1, wspace=0.08, hspace=0.45, width_ratios=[1.2] + [1] * ncols
     )
     ax = fig.add_subplot(grid[0, 0])
-    _show(ax, query)
+    show_image(ax, query)
     ax.set_title(query_title, fontsize=9, fontweight="bold")
     for side in ax.spines.values():
         side.set_edgecolor("tab:red")
         side.set_linewidth(2.5)
     for i in range(n):
         ax = fig.add_subplot(grid[i // ncols, 1 + i % ncols])
-        _show(ax, neighbors[i])
+        show_image(ax, neighbors[i])
         parts = [f"#{i + 1}"]
         if indices is not None:
             parts.append(f"[{int(indices[i])}]")

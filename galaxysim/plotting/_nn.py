@@ -9,6 +9,7 @@ it with ``fig.savefig(path)``.
 import numpy as np
 from matplotlib.figure import Figure
 
+from galaxysim.plotting._montage import show_image
 from galaxysim.utils.validation import check_images
 
 __all__ = [
@@ -29,20 +30,6 @@ def _history_rows(history):
             "per-epoch dicts with 'train_loss' etc.)."
         )
     return rows
-
-
-def _as_display(img):
-    img = np.asarray(img)
-    if img.shape[-1] == 1:
-        img = img[..., 0]
-    return img
-
-
-def _image_axes(ax):
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
 
 
 def plot_training_curves(history, *, title=None, figsize=None):
@@ -191,8 +178,7 @@ def plot_reconstructions(originals, reconstructions, *, n_images=8, titles=None,
     for j in range(n):
         for i, imgs in enumerate((orig, recon)):
             ax = axes[i, j]
-            ax.imshow(_as_display(imgs[j]), cmap="gray" if imgs.shape[-1] == 1 else None)
-            _image_axes(ax)
+            show_image(ax, imgs[j], frame=False)
         if titles is not None and j < len(titles):
             axes[0, j].set_title(str(titles[j]), fontsize=8)
     axes[0, 0].set_ylabel("original")
@@ -237,8 +223,7 @@ def plot_generated(images, *, n_cols=8, titles=None, title=None):
         if k >= n:
             ax.remove()
             continue
-        ax.imshow(_as_display(imgs[k]), cmap="gray" if imgs.shape[-1] == 1 else None)
-        _image_axes(ax)
+        show_image(ax, imgs[k], frame=False)
         if titles is not None and k < len(titles):
             ax.set_title(str(titles[k]), fontsize=7)
     if title:
