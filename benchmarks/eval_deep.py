@@ -20,7 +20,8 @@ Parts (``--parts``, comma list; default all):
               ``VAEEncoder.generate_like(milky_way, 100)`` classified as spirals by that CNN
               (target >= 80%).
 
-Run the whole thing (about an hour on 2 cores)::
+Run the whole thing (about an hour on an idle 2-core CPU; the AE is fitted for the first
+``--ae-seeds`` seeds only, default 1)::
 
     python benchmarks/eval_deep.py
     python benchmarks/eval_deep.py --parts g10 --g10-epochs 15
