@@ -178,15 +178,12 @@ callable, default="mse"
         check_is_fitted(self, "n_samples_fit_")
         self_query = X is None
         X = self._index.X if self_query else self._validate_rows(X, reset=False)
-        index, rows = self._index, None
-        if within is not None:
-            rows = np.flatnonzero(self._label_mask(within))
-            index = index.subset(rows)
-        k = self._n(n_neighbors, len(index) - (1 if self_query and within is None else 0))
-        if self_query and within is not None:
+        rows = None if within is None else np.flatnonzero(self._label_mask(within))
+        n_candidates = self.n_samples_fit_ if rows is None else len(rows)
+        k = self._n(n_neighbors, n_candidates - (1 if self_query and rows is None else 0))
+        if self_query and rows is not None:
             # each row may or may not be among the candidates: search one more, drop it
-            dist, ind = topk(X, index, min(k + 1, len(index)), self.metric, n_jobs=self.n_jobs)
-            ind = rows[ind]
+            dist, ind = self._search(X, min(k + 1, n_candidates), rows)
             keep = ind != np.arange(len(X))[:, None]
             if (keep.sum(axis=1) < k).any():
                 raise ValueError(f"Fewer than {k} other rows carry the chosen labels.")
@@ -194,9 +191,7 @@ callable, default="mse"
             dist = np.take_along_axis(dist, order, axis=1)
             ind = np.take_along_axis(ind, order, axis=1)
         else:
-            dist, ind = topk(X, index, k, self.metric, exclude_self=self_query, n_jobs=self.n_jobs)
-            if rows is not None:
-                ind = rows[ind]
+            dist, ind = self._search(X, k, rows, exclude_self=self_query)
         return (dist, ind) if return_distance else ind
 
     def nearest_per_class(self, X, *, return_distance=True):
@@ -230,10 +225,19 @@ callable, default="mse"
         X = self._validate_rows(X, reset=False)
         dist = np.empty((len(X), len(self.classes_)))
         ind = np.empty((len(X), len(self.classes_)), dtype=np.intp)
-        for c, label in enumerate(self.classes_):
-            d, i = self.kneighbors(X, 1, within=[label])
+        for c in range(len(self.classes_)):
+            d, i = self._search(X, 1, np.flatnonzero(self._y == c))
             dist[:, c], ind[:, c] = d[:, 0], i[:, 0]
         return (dist, ind) if return_distance else ind
+
+    def _search(self, X, k, rows, *, exclude_self=False):
+        """Exact top-k of validated queries among catalogue ``rows`` (None: all).
+
+        Returned indices refer to the whole catalogue.
+        """
+        index = self._index if rows is None else self._index.subset(rows)
+        dist, ind = topk(X, index, k, self.metric, exclude_self=exclude_self, n_jobs=self.n_jobs)
+        return dist, (ind if rows is None else rows[ind])
 
     def catalogue_labels(self):
         """Labels of the catalogue rows, as given to ``fit``.
