@@ -10,13 +10,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from galaxysim.nn._base import (
+    INFER_BATCH_SIZE,
     _AENet,
     _TorchImageEstimator,
     _VAENet,
     autocast,
     check_nn_images,
+    compute_settings,
     tensor_to_images,
-    torch_threads,
 )
 from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
 
@@ -131,12 +132,12 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         device = self.net_.device
         out = []
         with (
-            torch_threads(self.n_threads),
+            compute_settings(self.n_threads),
             torch.inference_mode(),
             autocast(device, self._precision()),
         ):
-            for start in range(0, len(Z), 256):
-                z = torch.as_tensor(Z[start : start + 256], device=device)
+            for start in range(0, len(Z), INFER_BATCH_SIZE):
+                z = torch.as_tensor(Z[start : start + INFER_BATCH_SIZE], device=device)
                 out.append(tensor_to_images(module.decode(z)))
         return np.concatenate(out, axis=0)
 

@@ -1,14 +1,18 @@
 """Shared machinery of the torch estimators.
 
 Image conversion (the only place where galaxysim goes channels-first), device
-resolution, seeding through :func:`torch.random.fork_rng`, thread control, batched
-inference, dihedral augmentation, class-balanced sampling, and the private skorch
+resolution, seeding through :func:`torch.random.fork_rng`, thread and allocator control,
+batched inference, dihedral augmentation, class-balanced sampling, and the private skorch
 subclass every estimator builds in ``fit``.
 """
 
 import contextlib
+import ctypes
 import math
 import numbers
+import os
+import sys
+import threading
 
 import numpy as np
 import torch
@@ -30,6 +34,7 @@ __all__ = [
     "check_precision",
     "images_to_tensor",
     "inference",
+    "malloc_tuned",
     "resolve_device",
     "seeded",
     "torch_threads",
@@ -38,8 +43,8 @@ __all__ = [
 SIZE_MULTIPLE = 16
 """Image height and width must be multiples of this (four 2x poolings)."""
 
-INFER_BATCH_SIZE = 256
-"""Images per forward pass at inference; moderate, so activations stay in cache."""
+INFER_BATCH_SIZE = 128
+"""Images per forward pass at inference (measured in ``benchmarks/bench_nn.py``)."""
 
 CHANNELS_LAST = True
 """Run convolutions in channels-last memory format (faster on CPU with oneDNN)."""
@@ -232,6 +237,93 @@ def torch_threads(n_threads):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+MALLOC_ENV = "GALAXYSIM_TUNE_MALLOC"
+"""Set this environment variable to ``0`` to leave glibc's allocator settings alone."""
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+_TUNED_MMAP_THRESHOLD = 512 << 20
+_TUNED_TRIM_THRESHOLD = 1 << 30
+# where glibc's dynamic thresholds end up after large frees (DEFAULT_MMAP_THRESHOLD_MAX
+# on 64-bit, and twice that): what is set back when the outermost block ends
+_RESTORED_MMAP_THRESHOLD = 32 << 20
+_RESTORED_TRIM_THRESHOLD = 64 << 20
+_malloc_lock = threading.Lock()
+_malloc_depth = 0
+
+
+def _glibc_for_tuning():
+    """glibc's handle when galaxysim may tune it, else None."""
+    if not sys.platform.startswith("linux") or os.environ.get(MALLOC_ENV, "1") == "0":
+        return None
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
+        k.startswith("MALLOC_") and k.endswith("_") for k in os.environ
+    ):
+        return None  # the user configured glibc's allocator
+    if any(a in os.environ.get("LD_PRELOAD", "") for a in ("jemalloc", "tcmalloc", "mimalloc")):
+        return None  # another allocator replaces malloc
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (glibc only, not musl)
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def malloc_tuned():
+    """Let glibc reuse freed activation buffers instead of mapping fresh pages each batch.
+
+    glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh
+    ``mmap`` pages, which the kernel zero-fills on first touch, and gives them back on
+    ``free``. A 64x64x32 float32 activation of a 64-image batch is 33.5 MB, so every
+    batch page-faults its largest tensors in again: on a 2-core CPU that made the first
+    convolution 4x slower and training 1.4x slower (``benchmarks/bench_nn.py``). Inside
+    this block the mmap and trim thresholds are raised (512 MiB and 1 GiB) so those
+    buffers are reused; when the outermost block ends they are set to where glibc's own
+    dynamic thresholds end up after large frees (32 and 64 MiB) and ``malloc_trim(0)``
+    returns the freed memory to the system.
+
+    Nothing is changed off Linux/glibc, when ``GALAXYSIM_TUNE_MALLOC=0``, when the user
+    set glibc's ``MALLOC_*_`` variables or malloc tunables, or when jemalloc, tcmalloc
+    or mimalloc is preloaded. Nested and concurrent blocks are counted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with malloc_tuned():
+    ...     a = np.ones((64, 64, 64, 32), np.float32)
+    >>> a.nbytes
+    33554432
+    """
+    global _malloc_depth
+    libc = _glibc_for_tuning()
+    if libc is None:
+        yield
+        return
+    with _malloc_lock:
+        if _malloc_depth == 0:
+            libc.mallopt(_M_MMAP_THRESHOLD, _TUNED_MMAP_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, _TUNED_TRIM_THRESHOLD)
+        _malloc_depth += 1
+    try:
+        yield
+    finally:
+        with _malloc_lock:
+            _malloc_depth -= 1
+            if _malloc_depth == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, _RESTORED_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, _RESTORED_TRIM_THRESHOLD)
+                libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def compute_settings(n_threads):
+    """``torch_threads(n_threads)`` and ``malloc_tuned()``: how the estimators run torch."""
+    with torch_threads(n_threads), malloc_tuned():
+        yield
 
 
 def check_precision(precision):
@@ -614,7 +706,7 @@ class _TorchImageEstimator(BaseEstimator):
             callbacks=callbacks,
             **params,
         )
-        with seeded(seed, device), torch_threads(self.n_threads):
+        with seeded(seed, device), compute_settings(self.n_threads):
             net.initialize()
             if module_init is not None:
                 module_init(net.module_)
@@ -636,7 +728,7 @@ class _TorchImageEstimator(BaseEstimator):
         precision = self._precision()
         if batch_size is None:
             batch_size = INFER_BATCH_SIZE if precision == "float32" else BF16_INFER_BATCH_SIZE
-        with torch_threads(self.n_threads):
+        with compute_settings(self.n_threads):
             return inference(
                 self.net_.module_,
                 X,

@@ -21,12 +21,104 @@ but the activation then touches 4x fewer elements: in eager mode on CPU the acti
 and pooling passes over the full-resolution feature maps cost as much as the
 convolutions themselves. The parameter-free layers keep their indices, so state dicts
 are unchanged.
+
+Dropout is :class:`Dropout`, which computes what ``nn.Dropout`` computes but draws its
+mask on the CPU from numpy instead of torch's Bernoulli sampler, about six times faster.
+The decoders' last convolution (to the image's 3 channels) is :class:`FewOutputsConv2d`,
+an ``nn.Conv2d`` computed as the equivalent transposed convolution, whose backward pass
+oneDNN runs 1.4x faster on the CPU for so few output channels.
 """
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CNNClassifierModule", "ConvAutoencoderModule", "ConvVAEModule"]
+__all__ = [
+    "CNNClassifierModule",
+    "ConvAutoencoderModule",
+    "ConvVAEModule",
+    "Dropout",
+    "FewOutputsConv2d",
+]
+
+_MASK_LEVELS = 65536  # the mask compares 16 random bits per element with a threshold
+
+
+class Dropout(nn.Dropout):
+    """Inverted dropout (as ``nn.Dropout``) with a fast mask on the CPU.
+
+    On the CPU, torch draws a 32-bit Mersenne-Twister number per element for
+    ``nn.Dropout``'s Bernoulli mask: 18 ms for the 2 M activations of a batch of 64
+    after the first block, a third of a training step. This module draws 16 bits per
+    element from numpy's SFC64, seeded from torch's default generator (so
+    ``torch.manual_seed`` still fixes every mask), and keeps an element when its bits
+    reach ``round(p * 65536)``; kept elements are scaled by the inverse of the exact keep
+    probability, so the expected output equals the input. On other devices it calls
+    :func:`torch.nn.functional.dropout`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> y = Dropout(0.25).train()(torch.ones(100_000))
+    >>> round(float((y > 0).float().mean()), 2), round(float(y.max()), 4)
+    (0.75, 1.3333)
+    >>> bool((Dropout(0.25).eval()(torch.ones(3)) == 1).all())
+    True
+    """
+
+    def forward(self, x):
+        """``x`` with elements zeroed with probability ``p`` (in training mode only)."""
+        if not self.training or self.p == 0:
+            return x
+        dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        if x.device.type != "cpu" or self.inplace or self.p == 1 or not dense:
+            return nn.functional.dropout(x, self.p, True, self.inplace)
+        threshold = round(self.p * _MASK_LEVELS)
+        scale = _MASK_LEVELS / (_MASK_LEVELS - threshold)
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        n = x.numel()
+        bits = np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
+        # uniform over int16: P(bits >= threshold - 32768) = 1 - threshold / 65536
+        bits = torch.from_numpy(bits).as_strided(x.shape, x.stride())  # x's memory layout
+        mask = (bits >= threshold - _MASK_LEVELS // 2).to(x.dtype).mul_(scale)
+        return x * mask
+
+
+class FewOutputsConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (stride 1, same padding) computed as a transposed convolution on the CPU.
+
+    For 3 output channels, oneDNN's convolution backward pass is slow (31 ms forward and
+    backward for a 64-image batch of 64x64x32 inputs on a 2-core CPU); the same map
+    written as ``conv_transpose2d`` with the flipped, transposed kernel gives the same
+    forward values and gradients and runs its backward pass with faster kernels (23 ms).
+    Parameters and state dict are those of ``nn.Conv2d``; off the CPU, or for other
+    configurations, it is ``nn.Conv2d``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = FewOutputsConv2d(8, 3, 3, padding=1)
+    >>> x = torch.rand(2, 8, 16, 16)
+    >>> ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    >>> bool(torch.allclose(conv(x), ref, atol=1e-6))
+    True
+    """
+
+    def forward(self, x):
+        """The convolution of ``x``."""
+        k = self.kernel_size
+        same = self.padding == (k[0] // 2, k[1] // 2) and k[0] % 2 == 1 and k[1] % 2 == 1
+        plain = (
+            self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and self.padding_mode == "zeros"
+        )
+        if x.device.type != "cpu" or not (same and plain):
+            return super().forward(x)
+        weight = self.weight.flip(2, 3).transpose(0, 1)
+        return nn.functional.conv_transpose2d(x, weight, self.bias, padding=self.padding)
 
 
 def _activation(negative_slope):
@@ -98,7 +190,7 @@ class CNNClassifierModule(nn.Module):
                 nn.Conv2d(c_in, channels, 3, padding=1),
                 nn.MaxPool2d(2),  # before the activation: see the module docstring
                 _activation(negative_slope),
-                nn.Dropout(dropout),
+                Dropout(dropout),
             ]
             c_in = channels
         self.features = nn.Sequential(*layers)
@@ -107,11 +199,11 @@ class CNNClassifierModule(nn.Module):
             nn.Flatten(),
             nn.Linear(n_flat, hidden),
             _activation(negative_slope),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, hidden),
             _activation(negative_slope),
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        self.head = nn.Sequential(Dropout(dropout), nn.Linear(hidden, n_classes))
 
     def embed(self, x):
         """Penultimate activations ``(N, hidden)``."""
@@ -151,7 +243,7 @@ class _Decoder(nn.Module):
                 nn.ConvTranspose2d(channels, channels, 3, stride=2, padding=1, output_padding=1),
                 _activation(negative_slope),
             ]
-        layers += [nn.Conv2d(channels, out_channels, 3, padding=1), nn.Sigmoid()]
+        layers += [FewOutputsConv2d(channels, out_channels, 3, padding=1), nn.Sigmoid()]
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, z):
