@@ -17,15 +17,22 @@ least 900 images/s (CNN) and 500 (AE), prediction and encoding at least 4,000.
 Per-image rates are measured on ``--n-train`` images (default 2048) and extrapolated to
 the 17,736 images of Galaxy10 DECaLS; the rate does not depend on the catalogue size.
 
+``--layers`` also times the two CPU-specific layers of ``galaxysim.nn._modules`` against
+the torch layers they replace (forward and backward, batch 64), and ``--compare-malloc``
+reruns everything with ``GALAXYSIM_TUNE_MALLOC=0`` (glibc's thresholds left where the
+tuned run set them back: 32 MiB mmap, 64 MiB trim, glibc's own ceiling).
+
 Run::
 
     python benchmarks/bench_nn.py                    # 2 threads, channels-last
     python benchmarks/bench_nn.py --threads 1 --n-train 1024
     python benchmarks/bench_nn.py --compare-layout   # channels-last vs contiguous NCHW
-    python benchmarks/bench_nn.py --precision float32
+    python benchmarks/bench_nn.py --precision float32 --layers --compare-malloc
 """
 
 import argparse
+import itertools
+import os
 import time
 from functools import partial
 
@@ -34,6 +41,7 @@ import torch
 
 import galaxysim.nn._base as nn_base
 from galaxysim.nn import AEEncoder, CNNScorer
+from galaxysim.nn._modules import Dropout, FewOutputsConv2d
 
 CATALOGUE = 17_736
 # forward FLOPs per 64x64 image (multiply-adds x 2); training is about 3x forward
@@ -77,6 +85,39 @@ def time_call(fn, repeats=3):
     return best
 
 
+def bench_layers(repeats=20, batch=64):
+    """Forward + backward ms of the fast layers and the torch layers they replace."""
+    cl = torch.channels_last
+
+    def fwd_bwd(layer, x):
+        def run():
+            y = layer(x)
+            y.backward(torch.ones_like(y))
+
+        run()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        return (time.perf_counter() - t) / repeats * 1e3
+
+    x_drop = torch.rand(batch, 32, 32, 32).to(memory_format=cl).requires_grad_()
+    conv = torch.nn.Conv2d(32, 3, 3, padding=1).to(memory_format=cl)
+    fast = FewOutputsConv2d(32, 3, 3, padding=1).to(memory_format=cl)
+    x_conv = torch.rand(batch, 32, 64, 64).to(memory_format=cl).requires_grad_()
+    with nn_base.malloc_tuned():
+        rows = [
+            ("dropout p=0.25, 64x32x32x32", fwd_bwd(torch.nn.Dropout(0.25), x_drop),
+             fwd_bwd(Dropout(0.25), x_drop)),
+            ("conv 32->3 ch, 64x32x64x64", fwd_bwd(conv, x_conv), fwd_bwd(fast, x_conv)),
+        ]  # fmt: skip
+    print(
+        f"{'layer (batch 64, forward+backward)':36} {'torch ms':>9} {'galaxysim ms':>12} {'speed-up':>8}"
+    )
+    for name, ref, ours in rows:
+        print(f"{name:36} {ref:9.2f} {ours:12.2f} {ref / ours:7.1f}x")
+    print()
+
+
 def bench(n_train, n_infer, threads, batch_size, epochs, precision="float32", repeats=3):
     X, y = synthetic_images(max(n_train, n_infer))
     rows = []
@@ -113,6 +154,12 @@ def main(argv=None):
         default="both",
         help="arithmetic of the forward passes (default: both)",
     )
+    p.add_argument("--layers", action="store_true", help="also time the fast layers")
+    p.add_argument(
+        "--compare-malloc",
+        action="store_true",
+        help="also run with GALAXYSIM_TUNE_MALLOC=0 (glibc thresholds not raised)",
+    )
     p.add_argument(
         "--compare-layout",
         action="store_true",
@@ -128,18 +175,23 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}")
     print(f"float32 matmul peak:  {peak:.1f} GFLOP/s (2048x2048, best of repeats)")
     print(f"bfloat16 matmul peak: {peak16:.1f} GFLOP/s (same; bf16 in, fp32 accumulation)\n")
+    if args.layers:
+        bench_layers()
     layouts = [True, False] if args.compare_layout else [nn_base.CHANNELS_LAST]
+    mallocs = ["tuned", "untuned"] if args.compare_malloc else ["tuned"]
     precisions = ["float32", "bfloat16"] if args.precision == "both" else [args.precision]
     header = (
-        f"{'model':5} {'phase':8} {'precision':9} {'layout':13} {'images/s':>9} "
+        f"{'model':5} {'phase':8} {'precision':9} {'layout':13} {'malloc':7} {'images/s':>9} "
         f"{'GFLOP/s':>8} {'% fp32 pk':>9} {'% bf16 pk':>9} {'s/17,736':>8} {'target':>6}  verdict"
     )
     print(header)
     print("-" * len(header))
     results = []
-    for cl in layouts:
+    for cl, malloc, precision in itertools.product(layouts, mallocs, precisions):
         nn_base.CHANNELS_LAST = cl
-        for precision in precisions:
+        if malloc == "untuned":
+            os.environ[nn_base.MALLOC_ENV] = "0"
+        try:
             rows = bench(
                 args.n_train,
                 args.n_infer,
@@ -149,20 +201,23 @@ def main(argv=None):
                 precision=precision,
                 repeats=args.repeats,
             )
-            for model, phase, rate in rows:
-                key = "ae-encode" if phase == "encode" else model
-                mflop = TRAIN_MFLOP[model] if phase == "train" else FWD_MFLOP[key]
-                gflops = rate * mflop / 1e3
-                target = TARGET[(model, phase)]
-                pk16 = f"{100 * gflops / peak16:8.1f}%" if precision == "bfloat16" else f"{'-':>9}"
-                verdict = "meets" if rate >= target else f"misses ({rate / target:.0%})"
+        finally:
+            os.environ.pop(nn_base.MALLOC_ENV, None)
+        for model, phase, rate in rows:
+            key = "ae-encode" if phase == "encode" else model
+            mflop = TRAIN_MFLOP[model] if phase == "train" else FWD_MFLOP[key]
+            gflops = rate * mflop / 1e3
+            target = TARGET[(model, phase)]
+            pk16 = f"{100 * gflops / peak16:8.1f}%" if precision == "bfloat16" else f"{'-':>9}"
+            verdict = "meets" if rate >= target else f"misses ({rate / target:.0%})"
+            if malloc == "tuned":  # what the library does by default
                 results.append((model, phase, precision, rate))
-                print(
-                    f"{model:5} {phase:8} {precision:9} "
-                    f"{'channels_last' if cl else 'NCHW':13} {rate:9.0f} {gflops:8.1f} "
-                    f"{100 * gflops / peak:8.1f}% {pk16} {CATALOGUE / rate:8.1f} "
-                    f"{target:6d}  {verdict}"
-                )
+            print(
+                f"{model:5} {phase:8} {precision:9} "
+                f"{'channels_last' if cl else 'NCHW':13} {malloc:7} {rate:9.0f} {gflops:8.1f} "
+                f"{100 * gflops / peak:8.1f}% {pk16} {CATALOGUE / rate:8.1f} "
+                f"{target:6d}  {verdict}"
+            )
     print(
         "\nrates measured on",
         args.n_train,
@@ -170,7 +225,7 @@ def main(argv=None):
         args.n_infer,
         "inference images and extrapolated to 17,736 (per-image cost does not depend on n)",
     )
-    print("\nverdict (best layout and precision per row):")
+    print("\nverdict (best layout and precision per row, allocator tuned as by default):")
     for (model, phase), target in TARGET.items():
         best = max((r for r in results if r[:2] == (model, phase)), key=lambda r: r[3])
         status = "MEETS" if best[3] >= target else "MISSES"

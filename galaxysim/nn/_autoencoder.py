@@ -17,6 +17,7 @@ from galaxysim.nn._base import (
     autocast,
     check_nn_images,
     compute_settings,
+    dihedral_mean,
     tensor_to_images,
 )
 from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
@@ -24,6 +25,14 @@ from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
 __all__ = ["AEEncoder", "VAEEncoder"]
 
 _COMMON_PARAMS_DOC = """
+    orientation_invariant : bool, default=False
+        If True, ``transform`` returns the mean latent code of the image's 8 flips and
+        90-degree rotations (4 flips for non-square images): every orientation of a
+        galaxy gets the same code, so a search in latent space ranks by morphology, not
+        by position angle (on gz1-dev it lifts balanced precision@10; see the
+        evaluation page). Encoding costs 8 forward passes. Decoding such a code gives a
+        symmetrised, blurrier galaxy; ``generate_like`` and ``interpolate`` always use
+        the plain codes.
     channels : int, default=32
         Filters per (transposed) convolution.
     augment : bool, default=True
@@ -112,7 +121,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         return lambda m, x: m.encode(x)
 
     def transform(self, X):
-        """Latent codes of ``X``.
+        """Latent codes of ``X`` (averaged over orientations if ``orientation_invariant``).
 
         Parameters
         ----------
@@ -124,8 +133,15 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         latents : ndarray of shape (n_samples, latent_dim)
             float32.
         """
+        # estimators pickled before the parameter existed encode plainly
+        return self._encode(X, invariant=getattr(self, "orientation_invariant", False))
+
+    def _encode(self, X, invariant=False):
         X = self._validate_fitted(X)
-        return self._infer(X, self._encode_fn())
+        encode = self._encode_fn()
+        if invariant:
+            return self._infer(X, lambda m, x: dihedral_mean(partial(encode, m), x))
+        return self._infer(X, encode)
 
     def _decode(self, Z):
         module = self.net_.module_.eval()
@@ -249,6 +265,7 @@ class AEEncoder(_BaseAutoencoder):
         self,
         latent_dim=64,
         *,
+        orientation_invariant=False,
         channels=32,
         augment=True,
         max_epochs=10,
@@ -262,6 +279,7 @@ class AEEncoder(_BaseAutoencoder):
         verbose=0,
     ):
         self.latent_dim = latent_dim
+        self.orientation_invariant = orientation_invariant
         self.channels = channels
         self.augment = augment
         self.max_epochs = max_epochs
@@ -334,6 +352,7 @@ class VAEEncoder(_BaseAutoencoder):
         latent_dim=64,
         *,
         beta=1.0,
+        orientation_invariant=False,
         channels=32,
         augment=True,
         max_epochs=10,
@@ -348,6 +367,7 @@ class VAEEncoder(_BaseAutoencoder):
     ):
         self.latent_dim = latent_dim
         self.beta = beta
+        self.orientation_invariant = orientation_invariant
         self.channels = channels
         self.augment = augment
         self.max_epochs = max_epochs
@@ -419,7 +439,7 @@ class VAEEncoder(_BaseAutoencoder):
         n_samples = _check_n(n_samples, "n_samples")
         if not (isinstance(scale, numbers.Real) and scale >= 0):
             raise ValueError(f"scale must be a non-negative number; got {scale!r}.")
-        mean = self.transform(X)
+        mean = self._encode(X)
         rng = check_random_state(random_state)
         noise = rng.standard_normal((len(mean), n_samples, self.latent_dim)).astype(np.float32)
         Z = mean[:, np.newaxis, :] + np.float32(scale) * noise
@@ -441,8 +461,8 @@ class VAEEncoder(_BaseAutoencoder):
             uint8.
         """
         n_steps = _check_n(n_steps, "n_steps", minimum=2)
-        za = self.transform(_one_image(x_a, "x_a"))[0]
-        zb = self.transform(_one_image(x_b, "x_b"))[0]
+        za = self._encode(_one_image(x_a, "x_a"))[0]
+        zb = self._encode(_one_image(x_b, "x_b"))[0]
         t = np.linspace(0.0, 1.0, n_steps, dtype=np.float32)[:, np.newaxis]
         return self._decode((1 - t) * za + t * zb)
 

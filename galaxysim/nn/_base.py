@@ -30,6 +30,7 @@ from galaxysim.utils.validation import check_image_shape, check_images
 __all__ = [
     "augment_dihedral",
     "autocast",
+    "dihedral_mean",
     "check_nn_images",
     "check_precision",
     "images_to_tensor",
@@ -446,6 +447,34 @@ def augment_dihedral(x):
                 xi = xi.flip(1)
         out[idx] = xi
     return out
+
+
+def dihedral_mean(fn, x):
+    """Mean of ``fn`` over the 8 flips and 90-degree rotations of a ``(N, C, H, W)`` batch.
+
+    The result is the same for every orientation of an image (up to float rounding): the
+    8 views of a rotated image are the 8 views of the original. Non-square images get
+    their 4 flips.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.rand(1, 1, 4, 4)
+    >>> fn = lambda t: t[:, :, 0, :2].flatten(1)  # a corner: depends on orientation
+    >>> a, b = dihedral_mean(fn, x), dihedral_mean(fn, torch.rot90(x, 1, dims=(2, 3)))
+    >>> bool(torch.allclose(a, b))
+    True
+    """
+    h, w = x.shape[2:]
+    if h == w:
+        views = [torch.rot90(v, k, dims=(2, 3)) for v in (x, x.flip(3)) for k in range(4)]
+    else:
+        views = [x, x.flip(3), x.flip(2), x.flip(2, 3)]
+    total = None
+    for v in views:
+        out = fn(v.contiguous(memory_format=torch.channels_last) if CHANNELS_LAST else v)
+        total = out.float() if total is None else total + out.float()
+    return total / len(views)
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ are unchanged.
 
 Dropout is :class:`Dropout`, which computes what ``nn.Dropout`` computes but draws its
 mask on the CPU from numpy instead of torch's Bernoulli sampler, about six times faster.
-The decoders' last convolution (to the image's 3 channels) is :class:`FewOutputsConv2d`,
+At inference the 2x2 max pooling is :class:`MaxPool2x2`: the same values from two
+element-wise maxima over a channels-last view, 1.4-2x faster than ``max_pool2d`` (which
+also computes the argmax indices that only training needs). The decoders' last convolution (to the image's 3 channels) is :class:`FewOutputsConv2d`,
 an ``nn.Conv2d`` computed as the equivalent transposed convolution, whose backward pass
 oneDNN runs 1.4x faster on the CPU for so few output channels.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "ConvVAEModule",
     "Dropout",
     "FewOutputsConv2d",
+    "MaxPool2x2",
 ]
 
 _MASK_LEVELS = 65536  # the mask compares 16 random bits per element with a threshold
@@ -121,6 +124,46 @@ class FewOutputsConv2d(nn.Conv2d):
         return nn.functional.conv_transpose2d(x, weight, self.bias, padding=self.padding)
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)`` whose inference on the CPU skips the argmax indices.
+
+    Without gradients, on a CPU tensor in channels-last layout with even height and
+    width, the pooled values are computed as two ``torch.maximum`` passes over a
+    ``(N, H/2, 2, W/2, 2, C)`` view: exactly the values of ``max_pool2d``. Training
+    (gradients enabled) uses ``max_pool2d``, whose backward pass routes each gradient to
+    one maximum.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.rand(2, 4, 8, 8).to(memory_format=torch.channels_last)
+    >>> with torch.no_grad():
+    ...     same = torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2))
+    >>> same
+    True
+    """
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x):
+        """2x2 max pooling with stride 2."""
+        n, c, h, w = x.shape if x.dim() == 4 else (0, 0, 1, 1)
+        fast = (
+            not (torch.is_grad_enabled() and x.requires_grad)
+            and x.device.type == "cpu"
+            and x.dim() == 4
+            and h % 2 == 0
+            and w % 2 == 0
+            and x.is_contiguous(memory_format=torch.channels_last)
+        )
+        if not fast:
+            return super().forward(x)
+        v = x.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c)
+        rows = torch.maximum(v[:, :, 0], v[:, :, 1])  # (n, h/2, w/2, 2, c)
+        return torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).permute(0, 3, 1, 2)
+
+
 def _activation(negative_slope):
     if negative_slope:
         return nn.LeakyReLU(negative_slope)
@@ -188,7 +231,7 @@ class CNNClassifierModule(nn.Module):
         for _ in range(n_blocks):
             layers += [
                 nn.Conv2d(c_in, channels, 3, padding=1),
-                nn.MaxPool2d(2),  # before the activation: see the module docstring
+                MaxPool2x2(),  # before the activation: see the module docstring
                 _activation(negative_slope),
                 Dropout(dropout),
             ]
@@ -222,7 +265,7 @@ def _make_encoder(in_channels, image_size, channels, n_blocks, negative_slope):
     for _ in range(n_blocks):
         layers += [
             nn.Conv2d(c_in, channels, 3, padding=1),
-            nn.MaxPool2d(2),  # before the activation: see the module docstring
+            MaxPool2x2(),  # before the activation: see the module docstring
             _activation(negative_slope),
         ]
         c_in = channels

@@ -121,3 +121,29 @@ def test_reconstruction_beats_mean_image_on_held_out():
     assert err < 0.8 * baseline, (err, baseline, est.history_)
     # and the reconstructions are not black
     assert est.reconstruct(Xt).mean() > 0.3 * Xt.mean()
+
+
+def _dihedral(X):
+    views = [np.rot90(X, k, axes=(1, 2)) for k in range(4)]
+    return views + [v[:, :, ::-1] for v in views]
+
+
+def test_orientation_invariant_codes_are_the_same_for_every_orientation(blobs):
+    X, _ = blobs
+    est = AEEncoder(orientation_invariant=True, **FAST).fit(X)
+    Z = est.transform(X)
+    for view in _dihedral(X):
+        np.testing.assert_allclose(est.transform(view), Z, rtol=1e-5, atol=1e-6)
+    # it is the mean of the plain codes of the 8 orientations
+    plain = est.set_params(orientation_invariant=False)
+    mean = np.mean([plain.transform(v) for v in _dihedral(X)], axis=0)
+    np.testing.assert_allclose(Z, mean, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(plain.transform(X), plain.transform(_dihedral(X)[1]), atol=1e-4)
+
+
+def test_orientation_invariant_non_square_images_use_the_four_flips():
+    X = make_blob_images(12, size=32, random_state=2)[0][:, :16]  # 16x32
+    est = AEEncoder(orientation_invariant=True, **FAST).fit(X)
+    Z = est.transform(X)
+    for view in (X[:, ::-1], X[:, :, ::-1], X[:, ::-1, ::-1]):
+        np.testing.assert_allclose(est.transform(view), Z, rtol=1e-5, atol=1e-6)

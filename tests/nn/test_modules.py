@@ -10,6 +10,7 @@ from galaxysim.nn._modules import (
     ConvVAEModule,
     Dropout,
     FewOutputsConv2d,
+    MaxPool2x2,
 )
 
 
@@ -105,3 +106,23 @@ def test_state_dicts_are_those_of_the_plain_layers(module):
     names = list(module().state_dict())
     assert all(n.endswith(("weight", "bias")) for n in names)
     assert not any(isinstance(m, nn.Dropout) and type(m) is nn.Dropout for m in module().modules())
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 8, 6), (1, 32, 64, 64), (2, 3, 7, 8)])
+def test_max_pool_inference_equals_max_pool2d(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    x[:, :, :2, :2] = 0.5  # ties
+    pool = MaxPool2x2()
+    for layout in (torch.channels_last, torch.contiguous_format):
+        xl = x.to(memory_format=layout)
+        with torch.inference_mode():
+            assert torch.equal(pool(xl), nn.functional.max_pool2d(xl, 2))
+        with torch.no_grad():
+            assert torch.equal(pool(xl), nn.functional.max_pool2d(xl, 2))
+
+
+def test_max_pool_training_routes_each_gradient_to_one_maximum():
+    x = torch.zeros(1, 2, 4, 4).to(memory_format=torch.channels_last).requires_grad_()
+    MaxPool2x2()(x).sum().backward()  # all ties: max_pool2d picks one per window
+    assert x.grad.sum().item() == 8 and x.grad.max().item() == 1

@@ -69,3 +69,17 @@ def test_not_fitted_and_bad_beta(blobs):
         VAEEncoder().sample(2)
     with pytest.raises(ValueError, match="beta must be"):
         VAEEncoder(**{**FAST, "beta": -1}).fit(blobs[0])
+
+
+def test_orientation_invariant_transform_leaves_generation_alone(blobs):
+    X, _ = blobs
+    inv = VAEEncoder(orientation_invariant=True, **FAST).fit(X)
+    plain = VAEEncoder(**FAST).fit(X)
+    np.testing.assert_allclose(
+        inv.transform(np.rot90(X, 1, axes=(1, 2))), inv.transform(X), rtol=1e-5, atol=1e-6
+    )
+    # generate_like and interpolate decode the plain posterior means
+    np.testing.assert_array_equal(
+        inv.generate_like(X[0], 2, scale=0.0)[0], plain.reconstruct(X[:1])[0]
+    )
+    np.testing.assert_array_equal(inv.interpolate(X[0], X[1], 3), plain.interpolate(X[0], X[1], 3))
