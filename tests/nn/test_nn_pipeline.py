@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from galaxysim.neighbors import NearestGalaxy
 from galaxysim.nn import AEEncoder, CNNScorer
+from galaxysim.pipeline import make_search_pipeline
 from galaxysim.utils._image import center_crop
 
 
@@ -64,10 +66,22 @@ def test_latents_feed_a_nearest_neighbour_search(big):
     pipe = make_pipeline(_crop16(), AEEncoder(latent_dim=8, max_epochs=1, random_state=0))
     Z = pipe.fit_transform(X)
     assert Z.dtype == np.float32 and Z.flags.c_contiguous
-    try:
-        from galaxysim.neighbors import NearestGalaxy
-    except ImportError:
-        from sklearn.neighbors import NearestNeighbors as NearestGalaxy
     nn = NearestGalaxy(n_neighbors=3).fit(Z)
     _, idx = nn.kneighbors(pipe.transform(X[:2]), n_neighbors=3)
     assert idx.shape == (2, 3)
+
+
+def test_orientation_invariant_search_pipeline(big):
+    # the user guide's morphology search: invariant codes, standardised, then ranked
+    X, y = big
+    search = make_search_pipeline(
+        _crop16(),
+        AEEncoder(latent_dim=8, orientation_invariant=True, max_epochs=1, random_state=0),
+        StandardScaler(),
+        NearestGalaxy(n_neighbors=5),
+    ).fit(X, y)
+    dist, idx = search.kneighbors(X[:3])
+    assert idx.shape == (3, 5) and (idx[:, 0] == [0, 1, 2]).all()
+    dist_rot, _ = search.kneighbors(np.rot90(X[:3], 1, axes=(1, 2)))
+    np.testing.assert_allclose(dist_rot, dist, rtol=1e-4, atol=1e-4)
+    assert search.score(X, y) > 0
