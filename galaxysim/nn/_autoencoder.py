@@ -30,7 +30,7 @@ _COMMON_PARAMS_DOC = """
         90-degree rotations (4 flips for non-square images): every orientation of a
         galaxy gets the same code, so a search in latent space ranks by morphology, not
         by position angle (on gz1-dev it lifts balanced precision@10; see the
-        evaluation page). Encoding costs 8 forward passes. Decoding such a code gives a
+        benchmarks page). Encoding costs 8 forward passes. Decoding such a code gives a
         symmetrised, blurrier galaxy; ``generate_like`` and ``interpolate`` always use
         the plain codes.
     channels : int, default=32
@@ -99,6 +99,10 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
             raise ValueError(f"latent_dim must be a positive int; got {self.latent_dim!r}.")
         if len(X) < 2:
             raise ValueError(f"Got {len(X)} image; training needs at least 2 images.")
+        if not isinstance(self.orientation_invariant, (bool, np.bool_)):
+            raise ValueError(
+                f"orientation_invariant must be True or False; got {self.orientation_invariant!r}."
+            )
         self.image_shape_ = tuple(X.shape[1:])
         self._fit_net(
             X,
