@@ -67,9 +67,10 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
     precision : {"float32", "bfloat16"}, default="float32"
         Arithmetic of the forward passes in training and inference. ``"bfloat16"`` runs
         them under ``torch.autocast`` (weights, gradients and the Adam state stay
-        float32; outputs are returned as float32): about twice as fast on CPUs with
-        AVX512-BF16 or AMX and on recent GPUs, at a cost in accuracy (the CNN lost 4.5
-        points on ``make_galaxies``; see the benchmarks page). On a CPU without native
+        float32; outputs are returned as float32): 1.4-1.5x faster on CPUs with
+        AVX512-BF16 or AMX and on recent GPUs. Its accuracy cost is not settled (one
+        seed of the CNN lost 4.5 points on ``make_galaxies``, where float32 itself
+        varies by 9 points between seeds; see the benchmarks page). On a CPU without native
         bfloat16 it still runs, only slower than float32. Results are deterministic for a given
         ``random_state`` in both precisions but differ between them.
     random_state : int, RandomState instance or None, default=None
