@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from galaxysim.nn._base import (
     INFER_BATCH_SIZE,
+    RUNTIME_PARAMS_DOC,
     _AENet,
     _TorchImageEstimator,
     _VAENet,
@@ -24,7 +25,8 @@ from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
 
 __all__ = ["AEEncoder", "VAEEncoder"]
 
-_COMMON_PARAMS_DOC = """
+_COMMON_PARAMS_DOC = (
+    """
     orientation_invariant : bool, default=False
         If True, ``transform`` returns the mean latent code of the image's 8 flips and
         90-degree rotations (4 flips for non-square images): every orientation of a
@@ -45,26 +47,16 @@ _COMMON_PARAMS_DOC = """
         Training batch size.
     validation_fraction : float or None, default=0.1
         Share of the images held out to report ``valid_loss`` in ``history_``;
-        ``None`` or 0 trains on everything.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to train; ``"auto"`` uses a GPU when one is available.
-    n_threads : int, default=None
-        Torch threads during fit and inference; ``None`` keeps torch's setting.
-    precision : {"float32", "bfloat16"}, default="float32"
-        Arithmetic of the forward passes in training and inference. ``"bfloat16"`` runs
-        them under ``torch.autocast`` (weights, gradients and the Adam state stay
-        float32; outputs are returned as float32): 1.4-1.5x faster on CPUs with
-        AVX512-BF16 or AMX and on recent GPUs. Its accuracy cost is not settled (one
-        seed of the CNN lost 4.5 points on ``make_galaxies``, where float32 itself
-        varies by 9 points between seeds; see the benchmarks page). On a CPU without native
-        bfloat16 it still runs, only slower than float32. Results are deterministic for a given
-        ``random_state`` in both precisions but differ between them.
+        ``None`` or 0 trains on everything."""
+    + RUNTIME_PARAMS_DOC
+    + """
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, shuffling and augmentation inside ``torch.random.fork_rng``
         (the global torch RNG is untouched). The same int gives a bitwise identical
         model on CPU.
     verbose : int, default=0
         1 shows a progress bar over epochs, 2 also skorch's per-epoch table."""
+)
 
 
 class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _TorchImageEstimator):

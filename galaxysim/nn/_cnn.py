@@ -8,7 +8,12 @@ from sklearn.base import ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from galaxysim import GALAXY10_GROUPS
-from galaxysim.nn._base import _GalaxyNet, _TorchImageEstimator, check_nn_images
+from galaxysim.nn._base import (
+    RUNTIME_PARAMS_DOC,
+    _GalaxyNet,
+    _TorchImageEstimator,
+    check_nn_images,
+)
 from galaxysim.nn._modules import CNNClassifierModule
 from galaxysim.utils.validation import check_labels
 
@@ -18,7 +23,8 @@ _GROUPINGS = {"galaxy10-5": GALAXY10_GROUPS}
 
 
 class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
-    """Convolutional classifier of galaxy images whose scores serve as search features.
+    __doc__ = (
+        """Convolutional classifier of galaxy images whose scores serve as search features.
 
     A classifier (``predict``, ``predict_proba``, ``score``) and a transformer:
     ``transform`` gives per-image class probabilities (``output="proba"``) or the
@@ -59,20 +65,9 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         Training batch size.
     validation_fraction : float or None, default=0.1
         Stratified share of the training images held out to report ``valid_loss`` and
-        ``valid_acc`` in ``history_``; ``None`` or 0 trains on everything.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to train; ``"auto"`` uses a GPU when one is available.
-    n_threads : int, default=None
-        Torch threads during fit and inference; ``None`` keeps torch's setting.
-    precision : {"float32", "bfloat16"}, default="float32"
-        Arithmetic of the forward passes in training and inference. ``"bfloat16"`` runs
-        them under ``torch.autocast`` (weights, gradients and the Adam state stay
-        float32; outputs are returned as float32): 1.4-1.5x faster on CPUs with
-        AVX512-BF16 or AMX and on recent GPUs. Its accuracy cost is not settled (one
-        seed of the CNN lost 4.5 points on ``make_galaxies``, where float32 itself
-        varies by 9 points between seeds; see the benchmarks page). On a CPU without native
-        bfloat16 it still runs, only slower than float32. Results are deterministic for a given
-        ``random_state`` in both precisions but differ between them.
+        ``valid_acc`` in ``history_``; ``None`` or 0 trains on everything."""
+        + RUNTIME_PARAMS_DOC
+        + """
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, sampling, augmentation and dropout (through
         ``torch.random.fork_rng``; the global torch RNG is untouched). The same int
@@ -109,6 +104,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
     >>> CNNScorer(output="embedding", max_epochs=1, random_state=0).fit_transform(X, y).shape
     (20, 64)
     """
+    )
 
     _progress_desc = "CNN"
 
