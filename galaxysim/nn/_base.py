@@ -302,7 +302,9 @@ def malloc_tuned():
     this block the mmap and trim thresholds are raised (512 MiB and 1 GiB) so those
     buffers are reused; when the outermost block ends they are set to where glibc's own
     dynamic thresholds end up after large frees (32 and 64 MiB) and ``malloc_trim(0)``
-    returns the freed memory to the system.
+    returns the freed memory to the system. Measured on 2,048 images (CNN then AE, one
+    epoch each): peak memory 852 MB instead of 754, memory held afterwards 483 MB
+    instead of 655.
 
     Nothing is changed off Linux/glibc, when ``GALAXYSIM_TUNE_MALLOC=0``, when the user
     set glibc's ``MALLOC_*_`` variables or malloc tunables, or when jemalloc, tcmalloc
