@@ -210,8 +210,8 @@ def load_catalog(args):
     return bunch.images, bunch.target, names, f"{path} ({len(bunch.images)} images)"
 
 
-def load_query(args):
-    """Return the query image (1, s, s, 3) and a description."""
+def load_query(args, X):
+    """Return the query image (1, s, s, 3), of the catalogue ``X``'s shape, and a description."""
     from galaxysim.datasets import load_milky_way
     from galaxysim.utils._image import frame_images, reframe_images
 
@@ -238,7 +238,19 @@ def load_query(args):
             random_state=args.seed,
         )
         desc += f", reframed to {args.reframe:g} of the frame"
+    if q.shape[1:] != X.shape[1:]:
+        raise UserError(
+            f"query is {q.shape[1]}x{q.shape[2]}x{q.shape[3]} but the catalogue "
+            f"is {X.shape[1]}x{X.shape[2]}x{X.shape[3]}; use the same --image-size."
+        )
     return q, desc
+
+
+def label_namer(names):
+    """``label value -> name`` for tables: the class name when known, else the value."""
+    if not names:
+        return str
+    return lambda v: names[v] if 0 <= v < len(names) else str(v)
 
 
 def _read_image(path):
@@ -337,16 +349,11 @@ def cmd_search(args):
     if args.k < 1:
         raise UserError("-k must be at least 1.")
     X, y, names, cat_desc = load_catalog(args)
-    query, q_desc = load_query(args)
-    if query.shape[1:] != X.shape[1:]:
-        raise UserError(
-            f"query is {query.shape[1]}x{query.shape[2]}x{query.shape[3]} but the catalogue "
-            f"is {X.shape[1]}x{X.shape[2]}x{X.shape[3]}; use the same --image-size."
-        )
+    query, q_desc = load_query(args, X)
     if (args.per_class or args.within) and y is None:
         raise UserError("--per-class and --within need labels (give --labels-csv).")
     within = resolve_label(args.within, names, y) if args.within else None
-    name_of = (lambda v: names[v] if 0 <= v < len(names) else str(v)) if names else str
+    name_of = label_namer(names)
     results = []
     for method in methods:
         t0 = time.perf_counter()
@@ -413,7 +420,7 @@ def cmd_generate(args):
         images, title = vae.sample(args.n, random_state=args.seed), "VAE samples from noise"
     else:
         args.query, args.reframe = args.like, None
-        query, q_desc = load_query(args)
+        query, q_desc = load_query(args, X)
         images = vae.generate_like(query, args.n, scale=args.scale, random_state=args.seed)
         title = f"more like the {q_desc} (scale {args.scale:g})"
     out = Path(args.out)
@@ -455,13 +462,8 @@ def cmd_evaluate(args):
     n_train = len(X) - -(-len(X) // args.folds)
     if args.k > n_train:
         raise UserError(f"-k {args.k} exceeds the {n_train} training images of a fold.")
-    query, q_desc = load_query(args)
-    if query.shape[1:] != X.shape[1:]:
-        raise UserError(
-            f"query is {query.shape[1]}x{query.shape[2]} but the catalogue is "
-            f"{X.shape[1]}x{X.shape[2]}; use the same --image-size."
-        )
-    name_of = (lambda v: names[v] if 0 <= v < len(names) else str(v)) if names else str
+    query, q_desc = load_query(args, X)
+    name_of = label_namer(names)
     print(f"catalogue: {cat_desc}; {args.folds}-fold cross-validation, k={args.k}")
 
     skf = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
