@@ -447,25 +447,38 @@ def augment_dihedral(x):
     torch.Size([2, 2, 2, 1])
     """
     n, h, w = x.shape[:3]
-    n_ops = 8 if h == w else 4
+    n_ops = _n_dihedral(h, w)
     ops = torch.randint(0, n_ops, (n,), device=x.device)
     out = torch.empty_like(x)
     for op in range(n_ops):
         idx = (ops == op).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
-        xi = x[idx]
-        if h == w:
-            if op >= 4:
-                xi = xi.flip(2)
-            xi = torch.rot90(xi, op % 4, dims=(1, 2))
-        else:
-            if op & 1:
-                xi = xi.flip(2)
-            if op & 2:
-                xi = xi.flip(1)
-        out[idx] = xi
+        out[idx] = _dihedral_view(x[idx], op, dims=(1, 2))
     return out
+
+
+def _n_dihedral(h, w):
+    """Orientations of an ``h`` x ``w`` image: 8 symmetries of a square, 4 flips else."""
+    return 8 if h == w else 4
+
+
+def _dihedral_view(x, op, dims):
+    """Orientation ``op`` (``0 .. _n_dihedral - 1``) of ``x`` over its (height, width) ``dims``.
+
+    Square: ops 0-3 rotate by ``op`` quarter turns, 4-7 flip left-right first.
+    Otherwise: bit 0 flips left-right, bit 1 upside down.
+    """
+    h_dim, w_dim = dims
+    if x.shape[h_dim] == x.shape[w_dim]:
+        if op >= 4:
+            x = x.flip(w_dim)
+        return torch.rot90(x, op % 4, dims=dims)
+    if op & 1:
+        x = x.flip(w_dim)
+    if op & 2:
+        x = x.flip(h_dim)
+    return x
 
 
 def dihedral_mean(fn, x):
@@ -484,16 +497,13 @@ def dihedral_mean(fn, x):
     >>> bool(torch.allclose(a, b))
     True
     """
-    h, w = x.shape[2:]
-    if h == w:
-        views = [torch.rot90(v, k, dims=(2, 3)) for v in (x, x.flip(3)) for k in range(4)]
-    else:
-        views = [x, x.flip(3), x.flip(2), x.flip(2, 3)]
+    n_ops = _n_dihedral(*x.shape[2:])
     total = None
-    for v in views:
+    for op in range(n_ops):
+        v = _dihedral_view(x, op, dims=(2, 3))
         out = fn(v.contiguous(memory_format=torch.channels_last) if CHANNELS_LAST else v)
         total = out.float() if total is None else total + out.float()
-    return total / len(views)
+    return total / n_ops
 
 
 # ---------------------------------------------------------------------------------------

@@ -148,17 +148,17 @@ class MaxPool2x2(nn.MaxPool2d):
 
     def forward(self, x):
         """2x2 max pooling with stride 2."""
-        n, c, h, w = x.shape if x.dim() == 4 else (0, 0, 1, 1)
         fast = (
             not (torch.is_grad_enabled() and x.requires_grad)
             and x.device.type == "cpu"
             and x.dim() == 4
-            and h % 2 == 0
-            and w % 2 == 0
+            and x.shape[2] % 2 == 0
+            and x.shape[3] % 2 == 0
             and x.is_contiguous(memory_format=torch.channels_last)
         )
         if not fast:
             return super().forward(x)
+        n, c, h, w = x.shape
         v = x.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c)
         rows = torch.maximum(v[:, :, 0], v[:, :, 1])  # (n, h/2, w/2, 2, c)
         return torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).permute(0, 3, 1, 2)
