@@ -48,33 +48,31 @@ catalogue = plot_generated(
 # whose ``kneighbors`` sends the query through every step but the last.
 mse = make_search_pipeline(Crop64(), PixelFlatten(), NearestGalaxy(metric="mse"))
 mse.fit(X, y)
-dist, ind = mse.kneighbors(mw, n_neighbors=8)
-mse_fig = plot_neighbors(
-    mw,
-    X[ind[0]],
-    labels=[GALAXY10_CLASSES[c] for c in y[ind[0]]],
-    distances=dist[0],
-    indices=ind[0],
-    query_title="Milky Way",
-    ncols=8,
-    title="Mean squared error",
-)
+
+
+def show_neighbours(dist, ind, title, **kwargs):
+    """The Milky Way beside its neighbours, labelled with class, index and distance."""
+    return plot_neighbors(
+        mw,
+        X[ind[0]],
+        labels=[GALAXY10_CLASSES[c] for c in y[ind[0]]],
+        distances=dist[0],
+        indices=ind[0],
+        query_title="Milky Way",
+        title=title,
+        **kwargs,
+    )
+
+
+mse_fig = show_neighbours(*mse.kneighbors(mw, n_neighbors=8), "Mean squared error", ncols=8)
 
 # %%
 # Minimal maximum difference
 # --------------------------
 # The same pipeline with another metric. ``set_params`` reaches the last step by name.
 maxabs = mse.set_params(nearestgalaxy__metric="maxabs").fit(X, y)
-dist, ind = maxabs.kneighbors(mw, n_neighbors=8)
-maxabs_fig = plot_neighbors(
-    mw,
-    X[ind[0]],
-    labels=[GALAXY10_CLASSES[c] for c in y[ind[0]]],
-    distances=dist[0],
-    indices=ind[0],
-    query_title="Milky Way",
-    ncols=8,
-    title="Minimal maximum difference",
+maxabs_fig = show_neighbours(
+    *maxabs.kneighbors(mw, n_neighbors=8), "Minimal maximum difference", ncols=8
 )
 
 # %%
@@ -106,13 +104,6 @@ for c, d in zip(mse.classes_, dist[0], strict=True):
 # -------------------------------------
 # ``within=`` restricts the search to chosen labels: here the closest "Unbarred Loose
 # Spiral" galaxies (label 7).
-dist, ind = mse.kneighbors(mw, n_neighbors=6, within=[7])
-within_fig = plot_neighbors(
-    mw,
-    X[ind[0]],
-    labels=[GALAXY10_CLASSES[c] for c in y[ind[0]]],
-    distances=dist[0],
-    indices=ind[0],
-    query_title="Milky Way",
-    title="Closest within 'Unbarred Loose Spiral'",
+within_fig = show_neighbours(
+    *mse.kneighbors(mw, n_neighbors=6, within=[7]), "Closest within 'Unbarred Loose Spiral'"
 )
