@@ -298,12 +298,13 @@ def _new_model(method, args):
     return cls(**params)
 
 
-def deep_model(method, args, X, y):
-    """A fitted deep model: loaded from --model-dir when saved there, else trained."""
+def deep_model(method, args, X, y, *, load=True):
+    """A fitted deep model: loaded from --model-dir when saved there (and ``load``),
+    else trained, and saved there (atomically: an interrupted run keeps the old file)."""
     from galaxysim.nn import load_model, save_model
 
     path = Path(args.model_dir) / f"{method}.joblib" if args.model_dir else None
-    if path is not None and path.exists():
+    if load and path is not None and path.exists():
         model = load_model(path)
         print(f"{method}: loaded {path}", file=sys.stderr)
         return model
@@ -334,10 +335,20 @@ def build_search(method, args, X, y):
             PixelFlatten(), NearestGalaxy(n_neighbors=args.k, metric=method)
         )
     from sklearn.frozen import FrozenEstimator
+    from sklearn.preprocessing import StandardScaler
 
     model = deep_model(method, args, X, y)
+    if method == "cnn":
+        return make_search_pipeline(
+            FrozenEstimator(model), NearestGalaxy(n_neighbors=args.k, metric="euclidean")
+        )
+    # autoencoder codes: averaged over the 8 orientations, standardised on the
+    # catalogue and compared by angle, which ranks by morphology (docs/benchmarks.md)
+    model.set_params(orientation_invariant=True)
     return make_search_pipeline(
-        FrozenEstimator(model), NearestGalaxy(n_neighbors=args.k, metric="euclidean")
+        FrozenEstimator(model),
+        StandardScaler(),
+        NearestGalaxy(n_neighbors=args.k, metric="cosine"),
     )
 
 
@@ -401,10 +412,7 @@ def cmd_train(args):
     X, y, _, cat_desc = load_catalog(args)
     print(f"catalogue: {cat_desc}")
     for method in methods:
-        path = Path(args.model_dir) / f"{method}.joblib"
-        if path.exists():
-            path.unlink()  # train anew: deep_model would otherwise load it
-        deep_model(method, args, X, y)
+        deep_model(method, args, X, y, load=False)  # replaces a saved model once trained
     return 0
 
 
