@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from skorch.utils import to_tensor
 
 from galaxysim.utils._progress import progress
@@ -510,12 +510,43 @@ def dihedral_mean(fn, x):
 # skorch plumbing (private)
 
 
+def balanced_order(y):
+    """One epoch of class-balanced sampling: positions into ``y``, shuffled.
+
+    Each class present gets an equal share of ``len(y)`` draws (the remainder to
+    randomly chosen classes). A class with more images than its share contributes a
+    random subset without repeats; a rarer one all its images, repeated as evenly as
+    the share allows. Unlike independent draws with replacement, a balanced catalogue
+    is then seen whole every epoch, and a rare class's images equally often.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.array([0] * 6 + [1] * 2)
+    >>> order = balanced_order(y)
+    >>> np.bincount(y[order]).tolist(), np.bincount(order, minlength=8)[6:].tolist()
+    ([4, 4], [2, 2])
+    """
+    classes, inverse = np.unique(y, return_inverse=True)
+    n, k = len(y), len(classes)
+    share = np.full(k, n // k)
+    share[torch.randperm(k)[: n % k].numpy()] += 1
+    parts = []
+    for c in range(k):
+        members = np.flatnonzero(inverse == c)
+        repeats, rest = divmod(int(share[c]), len(members))
+        parts += [members[torch.randperm(len(members)).numpy()] for _ in range(repeats)]
+        parts.append(members[torch.randperm(len(members))[:rest].numpy()])
+    order = np.concatenate(parts)
+    return order[torch.randperm(len(order)).numpy()]
+
+
 class _ArrayIterator:
     """Batches by fancy indexing of the in-memory arrays (no per-image ``__getitem__``).
 
     Handles a skorch ``Dataset`` or a ``torch.utils.data.Subset`` of one. With
-    ``balanced=True`` each epoch draws ``len(dataset)`` indices with replacement, with
-    probability inversely proportional to the class frequency (a class-balanced sampler).
+    ``balanced=True`` each epoch draws ``len(dataset)`` indices with
+    :func:`balanced_order`, an equal share per class (a class-balanced sampler).
     Batches are raw (uint8 or float32, channels-last) tensors; the net converts them.
     """
 
@@ -541,10 +572,7 @@ class _ArrayIterator:
         X, y, idx = self._arrays()
         n = len(idx)
         if self.balanced and y is not None:
-            y_sub = np.asarray(y)[idx]
-            _, inverse, counts = np.unique(y_sub, return_inverse=True, return_counts=True)
-            weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
-            order = torch.multinomial(weights, n, replacement=True).numpy()
+            order = balanced_order(np.asarray(y)[idx])
         elif self.shuffle:
             order = torch.randperm(n).numpy()
         else:
@@ -635,19 +663,33 @@ class _GalaxyNet(NeuralNet):
 
     def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
         if self.record_accuracy and y_pred is not None:
-            yi = batch[1]
-            correct = (y_pred.detach().argmax(1).cpu() == yi.cpu()).sum().item()
-            self.history.record_batch(("train" if training else "valid") + "_correct", correct)
+            y_true = batch[1].cpu()
+            hit = y_pred.detach().argmax(1).cpu() == y_true
+            n_classes = y_pred.shape[1]
+            prefix = "train" if training else "valid"
+            # per-class hits and counts, for the epoch's accuracy and balanced accuracy
+            self.history.record_batch(
+                prefix + "_class_correct",
+                torch.bincount(y_true[hit], minlength=n_classes).tolist(),
+            )
+            self.history.record_batch(
+                prefix + "_class_count", torch.bincount(y_true, minlength=n_classes).tolist()
+            )
 
     def on_epoch_end(self, net, **kwargs):
         if not self.record_accuracy:
             return
         batches = self.history[-1, "batches"]
         for prefix in ("train", "valid"):
-            rows = [b for b in batches if prefix + "_correct" in b]
+            rows = [b for b in batches if prefix + "_class_count" in b]
             if rows:
-                n = sum(b[prefix + "_batch_size"] for b in rows)
-                self.history.record(prefix + "_acc", sum(b[prefix + "_correct"] for b in rows) / n)
+                correct = np.sum([b[prefix + "_class_correct"] for b in rows], axis=0)
+                count = np.sum([b[prefix + "_class_count"] for b in rows], axis=0)
+                present = count > 0
+                self.history.record(prefix + "_acc", float(correct.sum() / count.sum()))
+                self.history.record(
+                    prefix + "_bacc", float(np.mean(correct[present] / count[present]))
+                )
 
 
 class _AENet(_GalaxyNet):
@@ -736,7 +778,14 @@ class _TorchImageEstimator(BaseEstimator):
         balanced=False,
         net_params=None,
         module_init=None,
+        restore_best=None,
+        one_cycle=False,
     ):
+        """Build and train the skorch net; ``restore_best`` names a validation score
+        (higher is better) whose best epoch's weights are kept instead of the last's
+        (``False``: the last epoch's, still recording ``best_epoch_``); ``one_cycle``
+        schedules the learning rate per batch with torch's ``OneCycleLR`` peaking at
+        ``lr``."""
         self._check_common_params()
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
@@ -744,6 +793,26 @@ class _TorchImageEstimator(BaseEstimator):
         callbacks = []
         if self.verbose:
             callbacks.append(("progress", _EpochProgress(self._progress_desc, self.verbose)))
+        if restore_best and split is not None:
+            # skorch's early stopping with a patience it never reaches: it only keeps a
+            # copy of the best epoch's weights and loads them when training ends
+            keep_best = EarlyStopping(
+                monitor=restore_best,
+                lower_is_better=False,
+                patience=self.max_epochs + 1,
+                threshold=0,
+                load_best=True,  # says so with skorch's epoch table (verbose >= 2)
+            )
+            callbacks.append(("restore_best", keep_best))
+        if one_cycle:
+            n_train = len(X) if split is None else len(split.train_idx)
+            schedule = LRScheduler(
+                policy=torch.optim.lr_scheduler.OneCycleLR,
+                max_lr=self.lr,
+                total_steps=self.max_epochs * math.ceil(n_train / self.batch_size),
+                step_every="batch",
+            )
+            callbacks.append(("lr_schedule", schedule))
         params = {f"module__{k}": v for k, v in module_params.items()}
         params.update(net_params or {})
         params["precision"] = self.precision
@@ -774,7 +843,23 @@ class _TorchImageEstimator(BaseEstimator):
         net.train_split = None  # holds only indices, but they mean nothing after fit
         net.module_.eval()
         self.net_ = net
-        keep = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "dur")
+        if restore_best is not None:
+            self.best_epoch_ = len(net.history)
+            if restore_best and split is not None:
+                keep_best = dict(net.callbacks_)["restore_best"]
+                if keep_best.best_epoch_:  # 0: no finite score, the last epoch was kept
+                    self.best_epoch_ = int(keep_best.best_epoch_)
+                keep_best.best_model_weights_ = None  # the module holds them; don't pickle twice
+        keep = (
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "train_bacc",
+            "valid_loss",
+            "valid_acc",
+            "valid_bacc",
+            "dur",
+        )
         self.history_ = [
             {k: (int(row[k]) if k == "epoch" else float(row[k])) for k in keep if k in row}
             for row in net.history

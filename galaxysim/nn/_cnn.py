@@ -32,8 +32,10 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
     ``Crop64 -> CNNScorer -> NearestGalaxy`` searches in score space.
 
     Class imbalance is handled by default with a class-balanced sampler (each epoch
-    draws as many images as the training set, rare classes as often as common ones),
-    and training images are randomly flipped and rotated by multiples of 90 degrees.
+    draws as many images as the training set, an equal share from every class: a
+    common class's without repeats, a rare class's repeated evenly), and training
+    images are randomly flipped and rotated by multiples of 90 degrees. The learning
+    rate follows one cycle over the training, and the best validated epoch is kept.
 
     Parameters
     ----------
@@ -50,7 +52,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         Filters per convolution.
     hidden : int, default=64
         Width of the dense layers (the embedding size).
-    dropout : float, default=0.25
+    dropout : float, default=0.1
         Dropout rate.
     balance : {"sampler", "loss"} or None, default="sampler"
         ``"sampler"``: class-balanced sampling; ``"loss"``: class-weighted cross entropy
@@ -59,13 +61,23 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         Random flips and 90-degree rotations of training images.
     max_epochs : int, default=15
         Training epochs.
-    lr : float, default=1e-3
-        Adam learning rate.
+    lr : float, default=3e-3
+        Adam learning rate: the peak of the one-cycle schedule, or the constant rate.
+    lr_schedule : {"one-cycle", "constant"}, default="one-cycle"
+        ``"one-cycle"``: the rate rises from ``lr / 25`` to ``lr`` over the first 30% of
+        the batches and anneals to almost zero by the last (torch's ``OneCycleLR``),
+        which trains this network much further in a short budget than a constant rate.
     batch_size : int, default=64
         Training batch size.
     validation_fraction : float or None, default=0.1
-        Stratified share of the training images held out to report ``valid_loss`` and
-        ``valid_acc`` in ``history_``; ``None`` or 0 trains on everything."""
+        Stratified share of the training images held out to report ``valid_loss``,
+        ``valid_acc`` and ``valid_bacc`` in ``history_``; ``None`` or 0 trains on
+        everything.
+    restore_best : bool, default=True
+        With a validation split, keep the weights of the epoch with the best validation
+        balanced accuracy (plain accuracy with ``balance=None``; the earliest of equally
+        good epochs) rather than the last epoch's; it damps the epoch-to-epoch swings of
+        a short training."""
         + RUNTIME_PARAMS_DOC
         + """
     random_state : int, RandomState instance or None, default=None
@@ -84,8 +96,12 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
     net_ : skorch.NeuralNet
         The trained skorch net; its ``module_`` is a :class:`CNNClassifierModule`.
     history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``valid_loss``,
-        ``valid_acc`` (the last two with a validation split) and ``dur``.
+        Per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``train_bacc`` (balanced
+        accuracy), ``valid_loss``, ``valid_acc``, ``valid_bacc`` (the last three with a
+        validation split) and ``dur``.
+    best_epoch_ : int
+        The epoch (from 1) whose weights the model holds: the last one, or the best
+        validated one with ``restore_best``.
 
     See Also
     --------
@@ -116,13 +132,15 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         output="proba",
         channels=32,
         hidden=64,
-        dropout=0.25,
+        dropout=0.1,
         balance="sampler",
         augment=True,
         max_epochs=15,
-        lr=1e-3,
+        lr=3e-3,
+        lr_schedule="one-cycle",
         batch_size=64,
         validation_fraction=0.1,
+        restore_best=True,
         device="cpu",
         n_threads=None,
         precision="float32",
@@ -139,8 +157,10 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         self.augment = augment
         self.max_epochs = max_epochs
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
+        self.restore_best = restore_best
         self.device = device
         self.n_threads = n_threads
         self.precision = precision
@@ -219,6 +239,12 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
             raise ValueError(f"output must be 'proba' or 'embedding'; got {self.output!r}.")
         if self.balance not in ("sampler", "loss", None):
             raise ValueError(f"balance must be 'sampler', 'loss' or None; got {self.balance!r}.")
+        if self.lr_schedule not in ("one-cycle", "constant"):
+            raise ValueError(
+                f"lr_schedule must be 'one-cycle' or 'constant'; got {self.lr_schedule!r}."
+            )
+        if not isinstance(self.restore_best, bool | np.bool_):
+            raise ValueError(f"restore_best must be True or False; got {self.restore_best!r}.")
         classes, codes = self._encode_labels(y)
         n_present = len(np.unique(codes))
         if n_present < 2:
@@ -243,6 +269,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
             )
 
         criterion = torch.nn.CrossEntropyLoss
+        monitor = "valid_acc" if self.balance is None else "valid_bacc"
         net_params = {"augment": bool(self.augment), "record_accuracy": True}
         if self.balance == "loss":
             counts = np.bincount(codes, minlength=n_out).astype(np.float64)
@@ -268,6 +295,8 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
             stratify=codes,
             balanced=self.balance == "sampler",
             net_params=net_params,
+            restore_best=monitor if self.restore_best else False,
+            one_cycle=self.lr_schedule == "one-cycle",
         )
 
     # -- inference ------------------------------------------------------------------------

@@ -47,7 +47,9 @@ def plot_training_curves(history, *, title=None, figsize=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
-        One panel for the losses, a second for the accuracies if present.
+        One panel for the losses, a second for the accuracies (and balanced
+        validation accuracy) if present; a dotted line marks the epoch whose weights an
+        estimator kept (``best_epoch_``) when it is not the last.
 
     Examples
     --------
@@ -59,17 +61,22 @@ def plot_training_curves(history, *, title=None, figsize=None):
     """
     rows = _history_rows(history)
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
-    panels = [("loss", ("train_loss", "valid_loss"))]
+    # (key, legend label, line style) per panel
+    panels = [("loss", [("train_loss", "train", "o-"), ("valid_loss", "valid", "s--")])]
     if any("train_acc" in r or "valid_acc" in r for r in rows):
-        panels.append(("accuracy", ("train_acc", "valid_acc")))
+        accuracy = [("train_acc", "train", "o-"), ("valid_acc", "valid", "s--")]
+        panels.append(("accuracy", [*accuracy, ("valid_bacc", "valid, balanced", "^:")]))
+    best = getattr(history, "best_epoch_", None)  # the epoch a CNNScorer kept
     fig = Figure(figsize=figsize or (5 * len(panels), 3.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (ylabel, keys) in zip(axes, panels, strict=True):
-        for key, style in zip(keys, ("o-", "s--"), strict=True):
+    for ax, (ylabel, curves) in zip(axes, panels, strict=True):
+        for key, label, style in curves:
             pts = [(e, r[key]) for e, r in zip(epochs, rows, strict=True) if key in r]
             if pts:
                 ex, vals = zip(*pts, strict=True)
-                ax.plot(ex, vals, style, ms=3, label=key.split("_")[0])
+                ax.plot(ex, vals, style, ms=3, label=label)
+        if best is not None and best != epochs[-1]:
+            ax.axvline(best, color="0.4", lw=1, ls=(0, (1, 3)), label=f"kept: epoch {best}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -136,6 +136,68 @@ def test_galaxy10_groups(blobs):
         CNNScorer(groups="galaxy10-5", **FAST).fit(X, y10 + 20)
 
 
+def _weights(est):
+    return est.net_.module_.state_dict()
+
+
+def test_restore_best_keeps_the_best_validated_epoch(blobs_big):
+    # seed 1: validation balanced accuracy peaks at epoch 4 of 6, then plateaus
+    X, y = blobs_big
+    # constant rate: a one-cycle schedule depends on max_epochs, so no shorter run
+    # would retrace the same epochs
+    params = {"max_epochs": 6, "batch_size": 16, "random_state": 1}
+    params.update(lr_schedule="constant", lr=1e-3, dropout=0.25)
+    best = CNNScorer(**params).fit(X, y)
+    scores = [h["valid_bacc"] for h in best.history_]
+    assert best.best_epoch_ == 1 + int(np.argmax(scores)) == 4, scores
+    # the kept weights are bitwise those of a run stopped at that epoch, not the last's
+    upto = CNNScorer(**{**params, "max_epochs": 4, "restore_best": False}).fit(X, y)
+    last = CNNScorer(**{**params, "restore_best": False}).fit(X, y)
+    assert upto.best_epoch_ == 4 and last.best_epoch_ == 6
+    for name, w in _weights(best).items():
+        assert torch.equal(w, _weights(upto)[name]), name
+    assert not all(torch.equal(w, _weights(last)[k]) for k, w in _weights(best).items())
+    # the net does not carry a second copy of the weights into pickles
+    assert dict(best.net_.callbacks_)["restore_best"].best_model_weights_ is None
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(best)).transform(X), best.transform(X))
+
+
+@pytest.mark.parametrize("validation_fraction", [0.1, None])
+def test_one_cycle_schedule_peaks_at_lr_and_anneals(blobs, validation_fraction):
+    X, y = blobs  # 48 images: batches of 16 do not divide the training split evenly
+    params = {**FAST, "max_epochs": 3, "lr": 0.01, "validation_fraction": validation_fraction}
+    est = CNNScorer(**params).fit(X, y)
+    n_train = len(X) - (5 if validation_fraction else 0)
+    lrs = np.concatenate(est.net_.history[:, "batches", :, "event_lr"])  # the rate of each batch
+    assert len(lrs) == 3 * -(-n_train // 16)  # one cycle over exactly the batches trained
+    assert lrs[0] == pytest.approx(0.01 / 25) and lrs[-1] == pytest.approx(0.01 / 25 / 1e4)
+    assert 0.009 < lrs.max() <= 0.01 and np.argmax(lrs) < len(lrs) / 2
+    constant = CNNScorer(**params, lr_schedule="constant").fit(X, y)
+    assert constant.net_.optimizer_.param_groups[0]["lr"] == 0.01
+    assert "lr_schedule" not in dict(constant.net_.callbacks_)
+
+
+def test_restore_best_without_validation_keeps_the_last_epoch(blobs):
+    X, y = blobs
+    est = CNNScorer(**{**FAST, "max_epochs": 2}, validation_fraction=None).fit(X, y)
+    assert est.best_epoch_ == 2 and "valid_bacc" not in est.history_[-1]
+
+
+def test_validation_accuracy_and_balanced_accuracy(blobs_big):
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    X, y = blobs_big
+    keep = (y != 2) | (np.arange(len(y)) % 4 == 0)  # class 2 rare: accuracy != balanced
+    X, y = X[keep], y[keep]
+    est = CNNScorer(**FAST, restore_best=False).fit(X, y)
+    valid = est._split(len(X), y, 0).valid_idx  # the split fit made (seed 0, stratified)
+    pred = est.predict(X[valid])
+    row = est.history_[-1]
+    assert row["valid_acc"] == pytest.approx(accuracy_score(y[valid], pred))
+    assert row["valid_bacc"] == pytest.approx(balanced_accuracy_score(y[valid], pred))
+    assert 0 <= row["train_bacc"] <= 1
+
+
 def test_balance_options(blobs):
     X, y = blobs
     for balance in ("loss", None):
@@ -155,6 +217,8 @@ def test_balance_options(blobs):
         ({"lr": -1.0}, None, "lr must be a positive"),
         ({"device": "tpu"}, None, "device must be"),
         ({"groups": "galaxy11"}, None, "groups must be"),
+        ({"restore_best": "yes"}, None, "restore_best must be True or False"),
+        ({"lr_schedule": "cosine"}, None, "lr_schedule must be 'one-cycle' or 'constant'"),
     ],
 )
 def test_bad_fit_arguments(blobs, kwargs, fit_args, match):

@@ -35,6 +35,25 @@ def test_training_curves_loss_and_accuracy():
     assert _png(fig)
 
 
+def test_training_curves_balanced_accuracy_and_kept_epoch():
+    class Est:
+        best_epoch_ = 2
+        history_ = [
+            {"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "valid_acc": 0.4, "valid_bacc": b}
+            for e, b in [(1, 0.3), (2, 0.6), (3, 0.5)]
+        ]
+
+    fig = plot_training_curves(Est())
+    acc = fig.axes[1].get_lines()
+    labels = [ln.get_label() for ln in acc]
+    assert labels == ["train", "valid", "valid, balanced", "kept: epoch 2"]
+    np.testing.assert_allclose(acc[2].get_ydata(), [0.3, 0.6, 0.5])
+    np.testing.assert_allclose(acc[3].get_xdata(), [2, 2])
+    assert "kept: epoch 2" in [ln.get_label() for ln in fig.axes[0].get_lines()]
+    Est.best_epoch_ = 3  # the last epoch kept: nothing to mark
+    assert all("kept" not in ln.get_label() for ln in plot_training_curves(Est()).axes[1].lines)
+
+
 def test_training_curves_from_estimator_and_errors():
     class Est:
         history_ = [{"epoch": 1, "train_loss": 0.3}]
