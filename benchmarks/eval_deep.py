@@ -10,17 +10,21 @@ Parts (``--parts``, comma list; default all):
               balanced precision@10 (mean over classes of the mean share of a query's 10
               nearest catalogue images with its class) for pixel MSE, CNN score space and
               AE latent space, and the AE's held-out reconstruction error against the
-              mean-image baseline. The AE latent space is searched three ways: plain
-              codes, codes standardised per dimension (StandardScaler fitted on the
-              catalogue), and orientation-invariant codes (``orientation_invariant=True``)
-              standardised; for a fair reference pixel MSE is also given with each query
-              compared in its best of 8 orientations. Targets: CNN balanced accuracy >=
-              0.65 (mean of seeds); CNN p@10 >= MSE p@10 + 0.05; AE p@10 >= MSE p@10; AE
-              error < mean image.
+              mean-image baseline. The AE latent space is searched five ways
+              (``AE_SEARCHES``): plain codes; codes standardised per dimension
+              (StandardScaler fitted on the catalogue); orientation-invariant codes
+              (``orientation_invariant=True``) standardised, compared by Euclidean
+              distance or by cosine; invariant codes reduced to 16 whitened principal
+              components, by cosine. Two further pixel references: each query compared
+              in its best of 8 orientations, and pixels standardised and compared by
+              cosine. Targets: CNN balanced accuracy >= 0.65 (mean of seeds); CNN p@10
+              >= MSE p@10 + 0.05; AE p@10 >= MSE p@10; AE error < mean image.
 ``g10``       ``make_galaxies`` 5,000 train / 1,000 test, 10 classes, 64x64: CNN test
               accuracy after ``--g10-epochs`` (default 15) epochs, for each of
-              ``--g10-seeds`` (default 0), with ``--g10-lr`` and ``--g10-dropout``
-              (defaults those of CNNScorer). Target >= 0.90.
+              ``--g10-seeds`` (default 0), with ``--g10-lr``, ``--g10-dropout``
+              (defaults those of CNNScorer) and ``--g10-precision``; the weights of
+              the best validated epoch are kept (CNNScorer's default;
+              ``--g10-last-epoch``: the last epoch's). Target >= 0.90.
 ``milkyway``  built-in catalogue (``--catalogue-size`` make_galaxies images, seed 0): a CNN
               trained on it, the Milky Way model's 10 nearest neighbours in CNN score space
               (target >= 8 spirals, classes 5-7), and the share of
@@ -41,6 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import PCA
 from sklearn.metrics import balanced_accuracy_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
@@ -58,14 +63,14 @@ SPIRALS = (5, 6, 7)
 THREADS = int(os.environ.get("GALAXYSIM_THREADS", "2"))
 
 
-def knn_indices(Q, C, k=10):
-    """Indices of the k nearest catalogue rows (MSE ranking, exact, ties by index)."""
-    search = NearestGalaxy(n_neighbors=k, metric="mse").fit(C.reshape(len(C), -1))
+def knn_indices(Q, C, k=10, metric="mse"):
+    """Indices of the k nearest catalogue rows (exact, ties by index)."""
+    search = NearestGalaxy(n_neighbors=k, metric=metric).fit(C.reshape(len(C), -1))
     return search.kneighbors(Q.reshape(len(Q), -1), return_distance=False)
 
 
-def balanced_precision_at_k(Q, yq, C, yc, k=10):
-    return precision_at_k(yq, yc[knn_indices(Q, C, k)], average="balanced")
+def balanced_precision_at_k(Q, yq, C, yc, k=10, metric="mse"):
+    return precision_at_k(yq, yc[knn_indices(Q, C, k, metric)], average="balanced")
 
 
 def dihedral_views(X):
@@ -82,22 +87,41 @@ def balanced_precision_best_orientation(Q, yq, C, yc, k=10):
     return precision_at_k(yq, yc[nearest], average="balanced")
 
 
+# AE latent searches: (name, orientation-invariant codes, scaling fitted on the
+# catalogue's codes, metric); the scaling is StandardScaler or 16 whitened principal
+# components
+AE_SEARCHES = [
+    ("ae", False, None, "mse"),
+    ("ae_std", False, "std", "mse"),
+    ("ae_inv_std", True, "std", "mse"),
+    ("ae_inv_std_cos", True, "std", "cosine"),
+    ("ae_inv_pca16_cos", True, "pca16", "cosine"),
+]
+
+
 def ae_precisions(ae, X_query, y_query, X_cat, y_cat):
-    """Balanced precision@10 of the fitted AE's plain, standardised and invariant codes."""
-    out = {}
-    for name, invariant, standardise in [
-        ("ae", False, False),
-        ("ae_std", False, True),
-        ("ae_inv_std", True, True),
-    ]:
+    """Balanced precision@10 of the fitted AE's codes, searched each way of AE_SEARCHES."""
+    codes = {}
+    for invariant in (False, True):
         ae.set_params(orientation_invariant=invariant)
-        Zc, Zq = ae.transform(X_cat), ae.transform(X_query)
-        if standardise:
-            scaler = StandardScaler().fit(Zc)
-            Zc, Zq = scaler.transform(Zc), scaler.transform(Zq)
-        out[name] = balanced_precision_at_k(Zq, y_query, Zc, y_cat)
+        codes[invariant] = ae.transform(X_cat), ae.transform(X_query)
     ae.set_params(orientation_invariant=False)
+    out = {}
+    for name, invariant, scaling, metric in AE_SEARCHES:
+        Zc, Zq = codes[invariant]
+        if scaling is not None:
+            scaler = StandardScaler() if scaling == "std" else PCA(16, whiten=True, random_state=0)
+            scaler.fit(Zc)
+            Zc, Zq = scaler.transform(Zc), scaler.transform(Zq)
+        out[name] = balanced_precision_at_k(Zq, y_query, Zc, y_cat, metric=metric)
     return out
+
+
+def pixel_cosine_precision(Q, yq, C, yc, k=10):
+    """Balanced precision@k of pixels standardised per pixel and compared by cosine."""
+    scaler = StandardScaler().fit(C.reshape(len(C), -1).astype(np.float32))
+    S = [scaler.transform(A.reshape(len(A), -1).astype(np.float32)) for A in (Q, C)]
+    return balanced_precision_at_k(S[0], yq, S[1], yc, k, metric="cosine")
 
 
 def fmt(values):
@@ -119,7 +143,8 @@ def part_gz1(args):
         f"gz1-dev: {len(X)} images, classes "
         + ", ".join(f"{c} {n}" for c, n in zip(classes, np.bincount(y), strict=True))
     )
-    keys = ("bacc", "mse", "mse_rot", "cnn", "ae", "ae_std", "ae_inv_std", "ae_err", "mean_err")
+    keys = ("bacc", "mse", "mse_rot", "pix_std_cos", "cnn", *(a[0] for a in AE_SEARCHES))
+    keys += ("ae_err", "mean_err")
     res = {k: [] for k in keys + ("recall",)}
     for seed in args.seeds:
         folds = StratifiedKFold(args.folds, shuffle=True, random_state=seed)
@@ -135,6 +160,7 @@ def part_gz1(args):
             )
             per["mse"].append(balanced_precision_at_k(X[te], y[te], X[tr], y[tr]))
             per["mse_rot"].append(balanced_precision_best_orientation(X[te], y[te], X[tr], y[tr]))
+            per["pix_std_cos"].append(pixel_cosine_precision(X[te], y[te], X[tr], y[tr]))
             per["cnn"].append(
                 balanced_precision_at_k(cnn.transform(X[te]), y[te], cnn.transform(X[tr]), y[tr])
             )
@@ -149,12 +175,7 @@ def part_gz1(args):
             print(
                 f"  seed {seed} fold {f}: CNN bacc {per['bacc'][-1]:.3f}, p@10 mse "
                 f"{per['mse'][-1]:.3f} cnn {per['cnn'][-1]:.3f}"
-                + (
-                    f" ae {per['ae'][-1]:.3f} ae_std {per['ae_std'][-1]:.3f} "
-                    f"ae_inv_std {per['ae_inv_std'][-1]:.3f}"
-                    if per["ae"]
-                    else ""
-                )
+                + "".join(f" {a[0]} {per[a[0]][-1]:.3f}" for a in AE_SEARCHES if per[a[0]])
                 + f"  ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
@@ -171,10 +192,13 @@ def part_gz1(args):
     rows = [
         ("pixel MSE", "mse", ""),
         ("pixel MSE, query in its best of 8 orientations", "mse_rot", ""),
+        ("pixels standardised, cosine", "pix_std_cos", ""),
         ("CNN score space", "cnn", "(target >= MSE + 0.05)"),
         ("AE latent space", "ae", "(target >= MSE)"),
-        ("AE latent space, standardised", "ae_std", "(target >= MSE)"),
-        ("AE orientation-invariant latents, standardised", "ae_inv_std", "(target >= MSE)"),
+        ("AE latents standardised", "ae_std", "(target >= MSE)"),
+        ("AE invariant latents standardised", "ae_inv_std", "(target >= MSE)"),
+        ("AE invariant latents standardised, cosine", "ae_inv_std_cos", "(target >= MSE)"),
+        ("AE invariant latents, 16 whitened PCs, cosine", "ae_inv_pca16_cos", "(target >= MSE)"),
     ]
     print("  balanced precision@10:")
     for label, key, target in rows:
@@ -193,22 +217,26 @@ def part_g10(args):
             max_epochs=args.g10_epochs,
             lr=args.g10_lr,
             dropout=args.g10_dropout,
+            restore_best=not args.g10_last_epoch,
+            precision=args.g10_precision,
             random_state=seed,
             n_threads=THREADS,
             verbose=args.verbose,
         ).fit(X[:5000], y[:5000])
         accs.append(cnn.score(X[5000:], y[5000:]))
         print(
-            f"\nmake_galaxies 5000/1000, 10 classes, {args.g10_epochs} epochs, lr {args.g10_lr}, "
-            f"dropout {args.g10_dropout}, seed {seed}: CNN test accuracy {accs[-1]:.3f} "
+            f"\nmake_galaxies 5000/1000, 10 classes, {args.g10_epochs} epochs, lr {cnn.lr} "
+            f"({cnn.lr_schedule}), {cnn.precision}, "
+            f"dropout {cnn.dropout}, seed {seed}: CNN test accuracy {accs[-1]:.3f} "
             f"(target >= 0.90); training {time.perf_counter() - t0:.0f} s"
         )
         pred = cnn.predict(X[5000:])
         rec = recall_score(y[5000:], pred, average=None, labels=range(10))
         print("  per-class recall: " + ", ".join(f"{i} {r:.2f}" for i, r in enumerate(rec)))
         print(
-            "  validation accuracy by epoch: "
-            + " ".join(f"{h['valid_acc']:.2f}" for h in cnn.history_)
+            "  validation balanced accuracy by epoch: "
+            + " ".join(f"{h['valid_bacc']:.2f}" for h in cnn.history_)
+            + f"; weights of epoch {cnn.best_epoch_} kept"
         )
     if len(accs) > 1:
         print(f"  mean over seeds {args.g10_seeds}: {fmt(accs)}")
@@ -254,8 +282,12 @@ def main(argv=None):
     )
     p.add_argument("--g10-epochs", type=int, default=15)
     p.add_argument("--g10-seeds", default="0", help="comma list of CNN seeds")
-    p.add_argument("--g10-lr", type=float, default=1e-3)
-    p.add_argument("--g10-dropout", type=float, default=0.25)
+    p.add_argument("--g10-lr", type=float, default=CNNScorer().lr)
+    p.add_argument("--g10-dropout", type=float, default=CNNScorer().dropout)
+    p.add_argument(
+        "--g10-last-epoch", action="store_true", help="keep the last epoch (restore_best=False)"
+    )
+    p.add_argument("--g10-precision", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--vae-epochs", type=int, default=15)
     p.add_argument("--catalogue-size", type=int, default=3000)
     p.add_argument("--out", type=Path, default=None, help="folder for figures")
