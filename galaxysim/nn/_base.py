@@ -66,12 +66,12 @@ RUNTIME_PARAMS_DOC = """
     precision : {"float32", "bfloat16"}, default="float32"
         Arithmetic of the forward passes in training and inference. ``"bfloat16"`` runs
         them under ``torch.autocast`` (weights, gradients and the Adam state stay
-        float32; outputs are returned as float32): 1.4-1.5x faster on CPUs with
-        AVX512-BF16 or AMX and on recent GPUs. Its accuracy cost is not settled (one
-        seed of the CNN lost 4.5 points on ``make_galaxies``, where float32 itself
-        varies by 9 points between seeds; see the benchmarks page). On a CPU without native
-        bfloat16 it still runs, only slower than float32. Results are deterministic for a given
-        ``random_state`` in both precisions but differ between them."""
+        float32; outputs are returned as float32): 1.2-1.5x faster on CPUs with
+        AVX512-BF16 or AMX and on recent GPUs. The CNN's accuracy on ``make_galaxies``
+        stayed within a point of float32's over three seeds (see the benchmarks page).
+        On a CPU without native bfloat16 it still runs, only slower than float32.
+        Results are deterministic for a given ``random_state`` in both precisions but
+        differ between them."""
 """numpydoc entries of ``device``, ``n_threads`` and ``precision``, shared by the estimators."""
 
 
