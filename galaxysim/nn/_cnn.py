@@ -167,6 +167,13 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    def __setstate__(self, state):
+        # models pickled before these parameters existed trained with a constant rate
+        # and kept their last epoch
+        state.setdefault("lr_schedule", "constant")
+        state.setdefault("restore_best", False)
+        super().__setstate__(state)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
