@@ -16,6 +16,7 @@ from galaxysim.nn._base import (
     _TorchImageEstimator,
     _VAENet,
     autocast,
+    check_flag,
     check_nn_images,
     compute_settings,
     dihedral_mean,
@@ -62,6 +63,10 @@ _COMMON_PARAMS_DOC = (
 class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _TorchImageEstimator):
     _module = None
     _net_cls = None
+    _PARAMS_ADDED_LATER = {
+        **_TorchImageEstimator._PARAMS_ADDED_LATER,
+        "orientation_invariant": False,
+    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -92,10 +97,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
             raise ValueError(f"latent_dim must be a positive int; got {self.latent_dim!r}.")
         if len(X) < 2:
             raise ValueError(f"Got {len(X)} image; training needs at least 2 images.")
-        if not isinstance(self.orientation_invariant, (bool, np.bool_)):
-            raise ValueError(
-                f"orientation_invariant must be True or False; got {self.orientation_invariant!r}."
-            )
+        check_flag(self.orientation_invariant, "orientation_invariant")
         self.image_shape_ = tuple(X.shape[1:])
         self._fit_net(
             X,
@@ -130,8 +132,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         latents : ndarray of shape (n_samples, latent_dim)
             float32.
         """
-        # estimators pickled before the parameter existed encode plainly
-        return self._encode(X, invariant=getattr(self, "orientation_invariant", False))
+        return self._encode(X, invariant=self.orientation_invariant)
 
     def _encode(self, X, invariant=False):
         X = self._validate_fitted(X)

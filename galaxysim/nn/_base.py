@@ -346,6 +346,21 @@ def compute_settings(n_threads):
         yield
 
 
+def check_flag(value, name):
+    """Raise a ValueError naming ``name`` unless ``value`` is a bool (numpy's too).
+
+    Examples
+    --------
+    >>> check_flag(True, "augment")
+    >>> check_flag("yes", "augment")
+    Traceback (most recent call last):
+    ...
+    ValueError: augment must be True or False; got 'yes'.
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False; got {value!r}.")
+
+
 def check_precision(precision):
     """Validate the ``precision`` parameter of the torch estimators.
 
@@ -728,6 +743,15 @@ class _TorchImageEstimator(BaseEstimator):
 
     _progress_desc = "training"
 
+    _PARAMS_ADDED_LATER = {"precision": "float32"}
+    """Parameters added after models were first saved, each with the value that an
+    estimator pickled before it behaves as (filled in on unpickling)."""
+
+    def __setstate__(self, state):
+        for name, value in self._PARAMS_ADDED_LATER.items():
+            state.setdefault(name, value)
+        super().__setstate__(state)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
@@ -748,8 +772,7 @@ class _TorchImageEstimator(BaseEstimator):
         check_precision(self.precision)
 
     def _precision(self):
-        # estimators pickled before the parameter existed trained in float32
-        return check_precision(getattr(self, "precision", "float32"))
+        return check_precision(self.precision)
 
     def _split(self, n, stratify, seed):
         vf = self.validation_fraction

@@ -12,6 +12,7 @@ from galaxysim.nn._base import (
     RUNTIME_PARAMS_DOC,
     _GalaxyNet,
     _TorchImageEstimator,
+    check_flag,
     check_nn_images,
 )
 from galaxysim.nn._modules import CNNClassifierModule
@@ -167,12 +168,12 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def __setstate__(self, state):
-        # models pickled before these parameters existed trained with a constant rate
-        # and kept their last epoch
-        state.setdefault("lr_schedule", "constant")
-        state.setdefault("restore_best", False)
-        super().__setstate__(state)
+    # models pickled before these existed trained with a constant rate, kept the last epoch
+    _PARAMS_ADDED_LATER = {
+        **_TorchImageEstimator._PARAMS_ADDED_LATER,
+        "lr_schedule": "constant",
+        "restore_best": False,
+    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -250,8 +251,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
             raise ValueError(
                 f"lr_schedule must be 'one-cycle' or 'constant'; got {self.lr_schedule!r}."
             )
-        if not isinstance(self.restore_best, bool | np.bool_):
-            raise ValueError(f"restore_best must be True or False; got {self.restore_best!r}.")
+        check_flag(self.restore_best, "restore_best")
         classes, codes = self._encode_labels(y)
         n_present = len(np.unique(codes))
         if n_present < 2:
