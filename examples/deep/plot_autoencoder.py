@@ -88,8 +88,11 @@ latent_map = plot_latent_map(
 # Latent-space neighbours of the Milky Way
 # ----------------------------------------
 # Galaxies with a core of the Milky Way's size and brightness, whatever their class:
-# the autoencoder measures overall appearance, not morphology. For "the same kind of
-# galaxy", search by CNN scores instead.
+# plain codes compared by Euclidean distance measure overall appearance, not
+# morphology. Averaging the codes over orientations (``orientation_invariant=True``),
+# standardising them and comparing by cosine ranks more by morphology (the user guide's
+# pipeline, and what ``galaxysim search --method ae`` does); for "the same kind of
+# galaxy" with labels at hand, search by CNN scores.
 dist, ind = search.kneighbors(mw, n_neighbors=8)
 neighbors_fig = plot_neighbors(
     mw,
