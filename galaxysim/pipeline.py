@@ -1,14 +1,41 @@
-"""Pipelines that reach the search methods of their last step.
+"""Search pipelines, and one public recipe per search method.
 
 scikit-learn's :class:`~sklearn.pipeline.Pipeline` has no ``kneighbors``. A
 :class:`SearchPipeline` transforms the query through every step but the last and
 hands it to the last step's ``kneighbors`` / ``nearest_per_class``. This is the one
 way galaxysim reaches a search from a pipeline.
+
+The recipes (:func:`make_pixel_search`, :func:`make_cnn_search`,
+:func:`make_autoencoder_search`, and :func:`make_method_search` that picks one by
+name) are the searches the ``galaxysim`` command runs, with the settings that were
+measured best (see the benchmarks page of the documentation). They take framed images
+(for example the output of ``Crop64``) and return an unfitted :class:`SearchPipeline`.
 """
 
-from sklearn.pipeline import Pipeline, make_pipeline
+import copy
 
-__all__ = ["SearchPipeline", "make_search_pipeline"]
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from galaxysim.neighbors import NearestGalaxy
+from galaxysim.preprocessing import PixelFlatten
+
+__all__ = [
+    "DEEP_METHODS",
+    "METHODS",
+    "PIXEL_METHODS",
+    "SearchPipeline",
+    "make_autoencoder_search",
+    "make_cnn_search",
+    "make_method_search",
+    "make_pixel_search",
+    "make_search_pipeline",
+]
+
+PIXEL_METHODS = ("mse", "maxabs")
+DEEP_METHODS = ("cnn", "ae", "vae")
+METHODS = PIXEL_METHODS + DEEP_METHODS
+"""Names of the search methods of :func:`make_method_search` (and the CLI's ``--method``)."""
 
 
 class SearchPipeline(Pipeline):
@@ -53,8 +80,6 @@ class SearchPipeline(Pipeline):
         return self._final_estimator.kneighbors(
             self._query(X), n_neighbors, return_distance, **kwargs
         )
-
-    search = kneighbors
 
     def nearest_per_class(self, X, **kwargs):
         """Transform ``X``, then return the closest catalogue row of every label.
@@ -109,3 +134,193 @@ def make_search_pipeline(*steps, memory=None, verbose=False):
     """
     plain = make_pipeline(*steps, memory=memory, verbose=verbose)
     return SearchPipeline(plain.steps, memory=memory, verbose=verbose)
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except Exception:  # NotFittedError, or an estimator without fitted attributes
+        return False
+    return True
+
+
+def _model_step(model):
+    """A fitted model is frozen (the pipeline's fit only indexes the catalogue);
+    an unfitted one is trained by the pipeline's fit."""
+    if _is_fitted(model):
+        from sklearn.frozen import FrozenEstimator
+
+        return FrozenEstimator(model)
+    return model
+
+
+def make_pixel_search(metric="mse", *, n_neighbors=10, n_jobs=None):
+    """Pixel search: flattened images compared by ``metric``.
+
+    Parameters
+    ----------
+    metric : {"mse", "maxabs"} or any metric of NearestGalaxy, default="mse"
+        ``"mse"``: mean squared pixel difference; ``"maxabs"``: minimal maximum
+        difference.
+    n_neighbors : int, default=10
+        Neighbours returned by ``kneighbors``.
+    n_jobs : int, default=None
+        Threads of the distance kernels (see :class:`~galaxysim.neighbors.NearestGalaxy`).
+
+    Returns
+    -------
+    pipe : SearchPipeline
+        ``PixelFlatten -> NearestGalaxy(metric)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    >>> make_pixel_search("maxabs", n_neighbors=3).fit(X).kneighbors(X[:1])[1][0, 0]
+    np.int64(0)
+    """
+    return make_search_pipeline(
+        PixelFlatten(), NearestGalaxy(n_neighbors=n_neighbors, metric=metric, n_jobs=n_jobs)
+    )
+
+
+def make_cnn_search(cnn=None, *, n_neighbors=10, n_jobs=None, **cnn_params):
+    """Search in the class-score space of a :class:`~galaxysim.nn.CNNScorer`.
+
+    The query and the catalogue are compared by the Euclidean distance between their
+    class probabilities. Needs labels to train the CNN.
+
+    Parameters
+    ----------
+    cnn : CNNScorer, default=None
+        A fitted CNN (frozen: fitting the pipeline only indexes the catalogue), an
+        unfitted one (trained by the pipeline's ``fit(X, y)``), or ``None`` for
+        ``CNNScorer(**cnn_params)``.
+    n_neighbors : int, default=10
+        Neighbours returned by ``kneighbors``.
+    n_jobs : int, default=None
+        Threads of the distance kernels.
+    **cnn_params : dict
+        Parameters of a new CNNScorer (only with ``cnn=None``).
+
+    Returns
+    -------
+    pipe : SearchPipeline
+        ``CNNScorer -> NearestGalaxy(metric="euclidean")``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    >>> y = np.arange(20) % 2
+    >>> pipe = make_cnn_search(max_epochs=1, random_state=0, n_neighbors=3).fit(X, y)
+    >>> pipe.kneighbors(X[:2])[1].shape
+    (2, 3)
+    """
+    if cnn is None:
+        from galaxysim.nn import CNNScorer
+
+        cnn = CNNScorer(**cnn_params)
+    elif cnn_params:
+        raise TypeError("Pass either a CNNScorer or its parameters, not both.")
+    return make_search_pipeline(
+        _model_step(cnn),
+        NearestGalaxy(n_neighbors=n_neighbors, metric="euclidean", n_jobs=n_jobs),
+    )
+
+
+def make_autoencoder_search(encoder=None, *, n_neighbors=10, n_jobs=None, **encoder_params):
+    """Search in the latent space of an autoencoder, by morphology rather than angle.
+
+    The latent codes are averaged over the 8 flips and 90-degree rotations of each
+    image (``orientation_invariant=True``), standardised on the catalogue
+    (``StandardScaler``) and compared by cosine distance: every orientation of a
+    galaxy gets the same code, and no latent dimension dominates by its scale. This
+    ranks real catalogues better than plain codes by Euclidean distance (see the
+    benchmarks page). Labels are not needed.
+
+    Parameters
+    ----------
+    encoder : AEEncoder or VAEEncoder, default=None
+        A fitted encoder (frozen; a shallow copy with ``orientation_invariant=True``
+        is used, the caller's object is left as it is), an unfitted one (trained by
+        the pipeline's ``fit``), or ``None`` for ``AEEncoder(**encoder_params)``.
+    n_neighbors : int, default=10
+        Neighbours returned by ``kneighbors``.
+    n_jobs : int, default=None
+        Threads of the distance kernels.
+    **encoder_params : dict
+        Parameters of a new AEEncoder (only with ``encoder=None``).
+
+    Returns
+    -------
+    pipe : SearchPipeline
+        ``encoder -> StandardScaler -> NearestGalaxy(metric="cosine")``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    >>> pipe = make_autoencoder_search(latent_dim=8, max_epochs=1, random_state=0)
+    >>> pipe.fit(X).kneighbors(X[:2], n_neighbors=4)[1].shape
+    (2, 4)
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    if encoder is None:
+        from galaxysim.nn import AEEncoder
+
+        encoder = AEEncoder(**encoder_params)
+    elif encoder_params:
+        raise TypeError("Pass either an encoder or its parameters, not both.")
+    encoder = copy.copy(encoder).set_params(orientation_invariant=True)
+    return make_search_pipeline(
+        _model_step(encoder),
+        StandardScaler(),
+        NearestGalaxy(n_neighbors=n_neighbors, metric="cosine", n_jobs=n_jobs),
+    )
+
+
+def make_method_search(method, *, model=None, n_neighbors=10, n_jobs=None, **model_params):
+    """The search pipeline of one method by name (what ``galaxysim search --method`` runs).
+
+    Parameters
+    ----------
+    method : {"mse", "maxabs", "cnn", "ae", "vae"}
+        Pixel MSE, pixel minimal maximum difference, CNN class scores, autoencoder or
+        VAE latents (see :func:`make_pixel_search`, :func:`make_cnn_search`,
+        :func:`make_autoencoder_search`).
+    model : estimator, default=None
+        For the deep methods: a fitted or unfitted CNNScorer / AEEncoder /
+        VAEEncoder; ``None`` creates one with ``model_params``.
+    n_neighbors : int, default=10
+        Neighbours returned by ``kneighbors``.
+    n_jobs : int, default=None
+        Threads of the distance kernels.
+    **model_params : dict
+        Parameters of the new deep model (``max_epochs``, ``random_state``, ...).
+
+    Returns
+    -------
+    pipe : SearchPipeline
+
+    Examples
+    --------
+    >>> make_method_search("mse").named_steps.keys()
+    dict_keys(['pixelflatten', 'nearestgalaxy'])
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method in PIXEL_METHODS:
+        if model is not None or model_params:
+            raise TypeError(f"The {method!r} method takes no model.")
+        return make_pixel_search(method, n_neighbors=n_neighbors, n_jobs=n_jobs)
+    if method == "cnn":
+        return make_cnn_search(model, n_neighbors=n_neighbors, n_jobs=n_jobs, **model_params)
+    if model is None:
+        from galaxysim.nn import AEEncoder, VAEEncoder
+
+        model = (AEEncoder if method == "ae" else VAEEncoder)(**model_params)
+    elif model_params:
+        raise TypeError("Pass either a model or its parameters, not both.")
+    return make_autoencoder_search(model, n_neighbors=n_neighbors, n_jobs=n_jobs)

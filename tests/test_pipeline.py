@@ -57,13 +57,6 @@ def test_kneighbors_equals_steps_by_hand(fitted):
     )
 
 
-def test_search_is_kneighbors(fitted):
-    a = fitted.search(Q, n_neighbors=4)
-    b = fitted.kneighbors(Q, n_neighbors=4)
-    np.testing.assert_array_equal(a[1], b[1])
-    np.testing.assert_array_equal(a[0], b[0])
-
-
 def test_kneighbors_without_query_searches_the_catalogue(fitted):
     nn, _ = _by_hand(n_neighbors=5)
     _, ind = fitted.kneighbors(None, 3)
@@ -177,3 +170,55 @@ def test_joblib_round_trip(fitted, tmp_path):
     again = joblib.load(tmp_path / "pipe.joblib")
     for a, b in zip(fitted.kneighbors(Q), again.kneighbors(Q), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ method recipes
+def test_pixel_recipe_equals_the_pipeline_by_hand():
+    from galaxysim.pipeline import make_method_search
+
+    recipe = make_method_search("maxabs", n_neighbors=4).fit(X, Y)
+    by_hand = make_search_pipeline(PixelFlatten(), NearestGalaxy(n_neighbors=4, metric="maxabs"))
+    by_hand.fit(X, Y)
+    np.testing.assert_array_equal(recipe.kneighbors(Q)[1], by_hand.kneighbors(Q)[1])
+    np.testing.assert_array_equal(recipe.kneighbors(Q)[0], by_hand.kneighbors(Q)[0])
+
+
+def test_recipe_arguments_are_checked():
+    from galaxysim.pipeline import make_method_search
+
+    with pytest.raises(ValueError, match="Unknown method 'pca'; choose one of mse, maxabs"):
+        make_method_search("pca")
+    with pytest.raises(TypeError, match="takes no model"):
+        make_method_search("mse", max_epochs=3)
+
+
+def test_autoencoder_recipe_freezes_a_fitted_encoder_and_leaves_it_alone():
+    from sklearn.preprocessing import StandardScaler
+
+    from galaxysim.nn import AEEncoder
+    from galaxysim.pipeline import make_method_search
+
+    Xc = Crop64(size=16).fit_transform(X[:60])
+    ae = AEEncoder(latent_dim=8, max_epochs=1, random_state=0).fit(Xc)
+    before = ae.transform(Xc[:5])
+    pipe = make_method_search("ae", model=ae, n_neighbors=5).fit(Xc)
+    assert ae.orientation_invariant is False  # the caller's encoder is not changed
+    np.testing.assert_array_equal(ae.transform(Xc[:5]), before)  # nor retrained
+    codes = ae.set_params(orientation_invariant=True).transform(Xc)
+    scaler = StandardScaler().fit(codes)
+    by_hand = NearestGalaxy(n_neighbors=5, metric="cosine").fit(scaler.transform(codes))
+    np.testing.assert_array_equal(
+        pipe.kneighbors(Xc[:5])[1], by_hand.kneighbors(scaler.transform(codes[:5]))[1]
+    )
+
+
+def test_cnn_recipe_trains_an_unfitted_cnn_in_fit():
+    from galaxysim.pipeline import make_cnn_search
+
+    Xc = Crop64(size=16).fit_transform(X[:60])
+    pipe = make_cnn_search(max_epochs=1, random_state=0, n_neighbors=3).fit(Xc, Y[:60])
+    cnn = pipe.steps[0][1]
+    assert hasattr(cnn, "net_")
+    scores = cnn.predict_proba(Xc[:4])
+    by_hand = NearestGalaxy(n_neighbors=3, metric="euclidean").fit(cnn.predict_proba(Xc))
+    np.testing.assert_array_equal(pipe.kneighbors(Xc[:4])[1], by_hand.kneighbors(scores)[1])

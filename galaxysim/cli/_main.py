@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from galaxysim import GALAXY10_CLASSES, __version__
+from galaxysim.pipeline import DEEP_METHODS, METHODS
 
-PIXEL_METHODS = ("mse", "maxabs")
-DEEP_METHODS = ("cnn", "ae", "vae")
 DEFAULT_CATALOG_SIZE = 3000
 DEFAULT_SEED = 0
 
@@ -74,7 +73,7 @@ def build_parser():
     s.add_argument(
         "--method",
         default="mse,maxabs",
-        help=f"comma list of {', '.join(PIXEL_METHODS + DEEP_METHODS)} (default: %(default)s)",
+        help=f"comma list of {', '.join(METHODS)} (default: %(default)s)",
     )
     s.add_argument("-k", "--k", type=int, default=10, dest="k", help="neighbours to show")
     s.add_argument(
@@ -132,7 +131,7 @@ def build_parser():
     _add_data_options(e)
     e.add_argument(
         "--method",
-        default=",".join(PIXEL_METHODS + DEEP_METHODS),
+        default=",".join(METHODS),
         help="comma list of methods (default: %(default)s)",
     )
     e.add_argument("--folds", type=int, default=3, help="cross-validation folds (default: 3)")
@@ -265,10 +264,9 @@ def _read_image(path):
 
 def parse_methods(text):
     methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    valid = PIXEL_METHODS + DEEP_METHODS
-    bad = [m for m in methods if m not in valid]
+    bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise UserError(f"unknown method(s) {bad or text!r}; choose from {', '.join(valid)}.")
+        raise UserError(f"unknown method(s) {bad or text!r}; choose from {', '.join(METHODS)}.")
     return methods
 
 
@@ -321,35 +319,16 @@ def deep_model(method, args, X, y, *, load=True):
 
 
 def build_search(method, args, X, y):
-    """The search pipeline of one method (images in, ranked catalogue out).
+    """The search pipeline of one method (images in, ranked catalogue out): the
+    library's recipe (:func:`galaxysim.pipeline.make_method_search`).
 
-    Pixel methods are returned unfitted; deep models are trained (or loaded from
-    --model-dir) here and frozen, so fitting the pipeline only indexes the catalogue.
+    Deep models are trained (or loaded from --model-dir) here and frozen, so fitting the
+    pipeline only indexes the catalogue.
     """
-    from galaxysim.neighbors import NearestGalaxy
-    from galaxysim.pipeline import make_search_pipeline
-    from galaxysim.preprocessing import PixelFlatten
+    from galaxysim.pipeline import make_method_search
 
-    if method in PIXEL_METHODS:
-        return make_search_pipeline(
-            PixelFlatten(), NearestGalaxy(n_neighbors=args.k, metric=method)
-        )
-    from sklearn.frozen import FrozenEstimator
-    from sklearn.preprocessing import StandardScaler
-
-    model = deep_model(method, args, X, y)
-    if method == "cnn":
-        return make_search_pipeline(
-            FrozenEstimator(model), NearestGalaxy(n_neighbors=args.k, metric="euclidean")
-        )
-    # autoencoder codes: averaged over the 8 orientations, standardised on the
-    # catalogue and compared by angle, which ranks by morphology (docs/benchmarks.md)
-    model.set_params(orientation_invariant=True)
-    return make_search_pipeline(
-        FrozenEstimator(model),
-        StandardScaler(),
-        NearestGalaxy(n_neighbors=args.k, metric="cosine"),
-    )
+    model = deep_model(method, args, X, y) if method in DEEP_METHODS else None
+    return make_method_search(method, model=model, n_neighbors=args.k)
 
 
 # ------------------------------------------------------------------ commands

@@ -9,11 +9,11 @@ Distances are reported on the [0, 1] pixel scale: a uint8 value ``v`` counts as
 ``v / 255``, so a uint8 catalogue and its float copy give the same distances.
 """
 
-import numbers
-
 import numba
 import numpy as np
 from numba import njit, prange
+
+from galaxysim.utils._threads import effective_n_threads
 
 __all__ = ["METRICS", "GalleryIndex", "pairwise_distances", "topk"]
 
@@ -430,13 +430,9 @@ def _scaled(raw, metric, index):
 
 
 def _n_threads(n_jobs):
-    if n_jobs is None or n_jobs == -1:
-        return numba.config.NUMBA_NUM_THREADS
-    if not isinstance(n_jobs, numbers.Integral) or n_jobs == 0:
-        raise ValueError(f"n_jobs must be None, -1 or a non-zero int; got {n_jobs!r}.")
-    if n_jobs < 0:
-        return max(1, numba.config.NUMBA_NUM_THREADS + 1 + n_jobs)
-    return min(int(n_jobs), numba.config.NUMBA_NUM_THREADS)
+    """Numba threads for ``n_jobs`` (None: numba's own setting, all cores by default)."""
+    n = effective_n_threads(n_jobs, limit=numba.config.NUMBA_NUM_THREADS)
+    return numba.get_num_threads() if n is None else n
 
 
 def _prepare(Q, G, metric, n_jobs):
@@ -464,7 +460,8 @@ def pairwise_distances(Q, G, metric="mse", *, n_jobs=None):
     metric : str or callable, default="mse"
         One of :data:`METRICS` or a callable ``f(a, b) -> float`` on two rows.
     n_jobs : int, default=None
-        Threads; ``None`` and ``-1`` use all cores.
+        Threads, with joblib's meaning (``-1``: all cores); ``None`` keeps numba's
+        setting (all cores unless configured otherwise).
 
     Returns
     -------
@@ -541,7 +538,8 @@ def topk(Q, G, k, metric="mse", *, exclude_self=False, n_jobs=None):
     exclude_self : bool, default=False
         ``Q`` is the gallery itself: never return a row as its own neighbour.
     n_jobs : int, default=None
-        Threads; ``None`` and ``-1`` use all cores.
+        Threads, with joblib's meaning (``-1``: all cores); ``None`` keeps numba's
+        setting (all cores unless configured otherwise).
 
     Returns
     -------

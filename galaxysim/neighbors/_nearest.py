@@ -3,17 +3,30 @@
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from galaxysim.neighbors._kernels import METRICS, GalleryIndex, topk
+from galaxysim.utils._sklearn_compat import (
+    ParamsValidationMixin,
+    StrOptions,
+    fit_context,
+    n_jobs_constraint,
+    positive_int,
+)
 
 __all__ = ["NearestGalaxy"]
 
 
-class NearestGalaxy(ClassifierMixin, BaseEstimator):
+class NearestGalaxy(ParamsValidationMixin, BaseEstimator):
     """Rank a catalogue by distance to query images (exact brute force).
+
+    A search estimator, like scikit-learn's
+    :class:`~sklearn.neighbors.NearestNeighbors`, not a classifier: :meth:`score` is
+    retrieval precision@k (the share of each query's ``n_neighbors`` nearest rows that
+    carry its label), which is what ``GridSearchCV`` maximises by default.
+    :meth:`predict` gives the majority label of the neighbours, for convenience.
 
     Each row is one image flattened by :class:`~galaxysim.preprocessing.PixelFlatten`
     (or a feature vector such as CNN scores or autoencoder latents). ``uint8`` rows are
@@ -33,7 +46,8 @@ callable, default="mse"
         ``"sqeuclidean"``, ``"manhattan"``: the usual norms; ``"cosine"``: one minus the
         cosine similarity. A callable takes two rows and returns a float (slow).
     n_jobs : int, default=None
-        Threads of the distance kernels. ``None`` and ``-1`` use all cores (like the
+        Threads of the distance kernels, with joblib's meaning (``-1``: all cores).
+        ``None`` keeps numba's setting: all cores unless configured otherwise (like the
         OpenMP kernels of scikit-learn's brute-force search).
 
     Attributes
@@ -69,6 +83,12 @@ callable, default="mse"
     array([[2, 3]])
     """
 
+    _parameter_constraints = {
+        "n_neighbors": [positive_int()],
+        "metric": [StrOptions(set(METRICS)), callable],
+        "n_jobs": n_jobs_constraint(),
+    }
+
     def __init__(self, n_neighbors=10, *, metric="mse", n_jobs=None):
         self.n_neighbors = n_neighbors
         self.metric = metric
@@ -93,14 +113,7 @@ callable, default="mse"
             X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
         return np.ascontiguousarray(X)
 
-    def _check_params(self):
-        if not isinstance(self.n_neighbors, numbers.Integral) or self.n_neighbors < 1:
-            raise ValueError(f"n_neighbors must be a positive int; got {self.n_neighbors!r}.")
-        if not callable(self.metric) and self.metric not in METRICS:
-            raise ValueError(
-                f"Unknown metric {self.metric!r}; choose one of {METRICS} or a callable."
-            )
-
+    @fit_context
     def fit(self, X, y=None):
         """Store the catalogue.
 
@@ -115,7 +128,6 @@ callable, default="mse"
         -------
         self : NearestGalaxy
         """
-        self._check_params()
         X = self._validate_rows(X, reset=True)
         self._index = GalleryIndex(X)
         self.n_samples_fit_ = X.shape[0]

@@ -1,5 +1,6 @@
 """Image transformers: crop, resize, flatten, reframe. None of them learns from data
-beyond the image shape, and all preserve uint8/float32."""
+beyond the image shape, and all preserve uint8/float32. ``CenterCrop``, ``Resize`` and
+``Reframe`` are stateless: they transform without being fitted."""
 
 import numbers
 
@@ -8,24 +9,42 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from galaxysim.utils._image import center_crop, reframe_images, resize_images
+from galaxysim.utils._sklearn_compat import (
+    Interval,
+    ParamsValidationMixin,
+    Real,
+    fit_context,
+    positive_int,
+)
 from galaxysim.utils.validation import check_image_shape, check_images
 
 __all__ = ["CenterCrop", "Crop64", "PixelFlatten", "Reframe", "Resize"]
 
 
-class _ImageTransformer(TransformerMixin, BaseEstimator):
-    """Shared fit: validate images, record their shape."""
+class _ImageTransformer(ParamsValidationMixin, TransformerMixin, BaseEstimator):
+    """Shared fit: validate parameters and images, record the image shape.
+
+    Stateless subclasses (``_stateless = True``) also transform without ``fit``.
+    """
+
+    _parameter_constraints = {}
+    _stateless = False
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
-        tags.requires_fit = True
+        tags.requires_fit = not self._stateless
         return tags
 
     def _check_params(self):
-        """Validate constructor parameters (overridden where there are any)."""
+        """Checks beyond ``_parameter_constraints`` (overridden where there are any)."""
 
+    def _validate_all_params(self):
+        self._validate_params()
+        self._check_params()
+
+    @fit_context
     def fit(self, X, y=None):
         """Check the parameters and record the input image shape.
 
@@ -41,24 +60,32 @@ class _ImageTransformer(TransformerMixin, BaseEstimator):
         self : object
         """
         self._check_params()
-        X = self._validate_images(X)
+        X = check_images(X)
         self.image_shape_ = tuple(X.shape[1:])
         return self
 
-    def _validate_images(self, X):
-        return check_images(X)
+    def _start_transform(self):
+        """Validate the parameters of a stateless transformer, or check it is fitted."""
+        if self._stateless:
+            self._validate_all_params()
+        else:
+            check_is_fitted(self, "image_shape_")
 
 
 def _check_size(value, name):
-    if isinstance(value, numbers.Integral) and value >= 1:
-        return
-    if (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and all(isinstance(v, numbers.Integral) and v >= 1 for v in value)
+    """A positive int (its constraint) or a (height, width) tuple of positive ints."""
+    if isinstance(value, tuple) and not (
+        len(value) == 2
+        and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value
+        )
     ):
-        return
-    raise ValueError(f"{name} must be a positive int or a (height, width) tuple; got {value!r}.")
+        raise ValueError(
+            f"{name} must be a positive int or a (height, width) tuple; got {value!r}."
+        )
+
+
+_SIZE = [positive_int(), tuple]
 
 
 class CenterCrop(_ImageTransformer):
@@ -86,6 +113,9 @@ class CenterCrop(_ImageTransformer):
     (2, 32, 32, 3)
     """
 
+    _parameter_constraints = {"size": _SIZE}
+    _stateless = True
+
     def __init__(self, size=64):
         self.size = size
 
@@ -105,7 +135,7 @@ class CenterCrop(_ImageTransformer):
         X_crop : ndarray of shape (n_samples, size, size, n_channels)
             Same dtype as the validated input.
         """
-        check_is_fitted(self, "image_shape_")
+        self._start_transform()
         return np.ascontiguousarray(center_crop(X, self.size))
 
 
@@ -156,6 +186,9 @@ class Resize(_ImageTransformer):
     (1, 64, 64, 3)
     """
 
+    _parameter_constraints = {"output_size": _SIZE}
+    _stateless = True
+
     def __init__(self, output_size=64):
         self.output_size = output_size
 
@@ -175,7 +208,7 @@ class Resize(_ImageTransformer):
         X_resized : ndarray of shape (n_samples, out_h, out_w, n_channels)
             Same dtype as the validated input.
         """
-        check_is_fitted(self, "image_shape_")
+        self._start_transform()
         return resize_images(check_images(X), self.output_size)
 
 
@@ -225,15 +258,14 @@ class Reframe(_ImageTransformer):
         self.noise_sigma = noise_sigma
         self.random_state = random_state
 
-    def _check_params(self):
-        _check_size(self.image_size, "image_size")
-        # the same checks as reframe_images, but at fit time, as for every estimator
-        if not (isinstance(self.fill_fraction, numbers.Real) and 0 < self.fill_fraction <= 1):
-            raise ValueError(f"fill_fraction must be in (0, 1]; got {self.fill_fraction!r}.")
-        if not (isinstance(self.sky_level, numbers.Real) and 0 <= self.sky_level <= 1):
-            raise ValueError(f"sky_level must be in [0, 1]; got {self.sky_level!r}.")
-        if not (isinstance(self.noise_sigma, numbers.Real) and self.noise_sigma >= 0):
-            raise ValueError(f"noise_sigma must be >= 0; got {self.noise_sigma!r}.")
+    _parameter_constraints = {
+        "image_size": [positive_int()],
+        "fill_fraction": [Interval(Real, 0, 1, closed="right")],
+        "sky_level": [Interval(Real, 0, 1, closed="both")],
+        "noise_sigma": [Interval(Real, 0, None, closed="left")],  # finite: inf is refused
+        "random_state": ["random_state"],
+    }
+    _stateless = True
 
     def transform(self, X):
         """Reframe the images.
@@ -247,7 +279,7 @@ class Reframe(_ImageTransformer):
         -------
         X_framed : ndarray of shape (n_samples, image_size, image_size, n_channels)
         """
-        check_is_fitted(self, "image_shape_")
+        self._start_transform()
         return reframe_images(
             X,
             image_size=self.image_size,

@@ -33,6 +33,7 @@ __all__ = [
     "RealNotInt",
     "StrOptions",
     "fit_context",
+    "n_jobs_constraint",
     "positive_int",
     "positive_real",
 ]
@@ -49,6 +50,15 @@ def positive_int(upper=None):
 def positive_real():
     """Constraint: a finite number > 0 (``inf`` and NaN are refused)."""
     return Interval(Real, 0, None, closed="neither")
+
+
+def n_jobs_constraint():
+    """Constraints of ``n_jobs``: None or a non-zero int (joblib's meaning)."""
+    return [
+        None,
+        Interval(Integral, 1, None, closed="left"),
+        Interval(Integral, None, -1, closed="right"),
+    ]
 
 
 def _accepts_bool(constraints):

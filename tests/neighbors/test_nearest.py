@@ -141,14 +141,28 @@ def test_n_jobs_does_not_change_results():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n_neighbors": 0}, "n_neighbors must be a positive int"),
-        ({"metric": "hamming"}, "Unknown metric"),
-        ({"n_jobs": 0}, "n_jobs"),
+        ({"n_neighbors": 0}, "'n_neighbors' parameter of NearestGalaxy must be an int"),
+        ({"n_neighbors": True}, "'n_neighbors' parameter of NearestGalaxy must not be a bool"),
+        ({"n_neighbors": 2.0}, "'n_neighbors' parameter"),
+        ({"metric": "hamming"}, "'metric' parameter of NearestGalaxy must be a str among"),
+        ({"n_jobs": 0}, "'n_jobs' parameter"),
+        ({"n_jobs": 1.5}, "'n_jobs' parameter"),
     ],
 )
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        NearestGalaxy(**kwargs).fit(G8).kneighbors(Q8)
+        NearestGalaxy(**kwargs).fit(G8)
+
+
+def test_is_a_search_estimator_scored_by_precision_at_k():
+    from sklearn.base import is_classifier
+
+    y = np.arange(len(G8)) % 3
+    search = NearestGalaxy(n_neighbors=4).fit(G8, y)
+    assert not is_classifier(search)
+    ind = search.kneighbors(G8[:20], return_distance=False)
+    expected = np.mean(y[ind] == y[:20, None])
+    assert search.score(G8[:20], y[:20]) == pytest.approx(expected)
 
 
 def test_bad_inputs():

@@ -151,32 +151,58 @@ def test_crop_then_resize_frames_any_query():
 @pytest.mark.parametrize(
     "estimator, match",
     [
-        (CenterCrop(size=0), "size must be a positive int or a"),
-        (CenterCrop(size=-4), "size must be a positive int or a"),
-        (CenterCrop(size=8.5), "size must be a positive int or a"),
+        (CenterCrop(size=0), "'size' parameter of CenterCrop must be an int in the range"),
+        (CenterCrop(size=-4), "'size' parameter of CenterCrop"),
+        (CenterCrop(size=8.5), "'size' parameter of CenterCrop"),
+        (CenterCrop(size=True), "'size' parameter of CenterCrop must not be a bool"),
         (CenterCrop(size=(8,)), "size must be a positive int or a"),
         (CenterCrop(size=(8, 0)), "size must be a positive int or a"),
-        (CenterCrop(size="64"), "size must be a positive int or a"),
-        (Crop64(size=None), "size must be a positive int or a"),
-        (Resize(output_size=0), "output_size must be a positive int"),
+        (CenterCrop(size=(8, True)), "size must be a positive int or a"),
+        (CenterCrop(size="64"), "'size' parameter of CenterCrop"),
+        (Crop64(size=None), "'size' parameter of Crop64"),
+        (Resize(output_size=0), "'output_size' parameter of Resize"),
         (Resize(output_size=(4, 4, 4)), "output_size must be a positive int"),
-        (Reframe(image_size=0), "image_size must be a positive int"),
+        (Reframe(image_size=0), "'image_size' parameter of Reframe"),
     ],
     ids=repr,
 )
 def test_bad_size_params_raise_in_fit(estimator, match):
     with pytest.raises(ValueError, match=match):
         estimator.fit(X12)
+    with pytest.raises(ValueError, match=match):  # stateless: transform validates too
+        estimator.transform(X12)
+
+
+@pytest.mark.parametrize(
+    "estimator", [CenterCrop(size=8), Resize(output_size=6), Reframe(image_size=16)], ids=repr
+)
+def test_stateless_transformers_need_no_fit(estimator):
+    from sklearn.utils import get_tags
+
+    assert get_tags(estimator).requires_fit is False
+    np.testing.assert_array_equal(
+        clone(estimator).transform(X12), clone(estimator).fit(X12).transform(X12)
+    )
+
+
+def test_pixel_flatten_needs_fit():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        PixelFlatten().transform(X12)
 
 
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"fill_fraction": 0.0}, r"fill_fraction must be in \(0, 1\]"),
-        ({"fill_fraction": 2.0}, r"fill_fraction must be in \(0, 1\]"),
-        ({"sky_level": 1.5}, r"sky_level must be in \[0, 1\]"),
-        ({"sky_level": -0.5}, r"sky_level must be in \[0, 1\]"),
-        ({"noise_sigma": -0.1}, "noise_sigma must be >= 0"),
+        ({"fill_fraction": 0.0}, r"'fill_fraction' parameter of Reframe .* range \(0.0, 1.0\]"),
+        ({"fill_fraction": 2.0}, r"'fill_fraction' parameter of Reframe .* range \(0.0, 1.0\]"),
+        ({"fill_fraction": float("nan")}, "'fill_fraction' parameter"),
+        ({"sky_level": 1.5}, r"'sky_level' parameter of Reframe .* range \[0.0, 1.0\]"),
+        ({"sky_level": -0.5}, r"'sky_level' parameter of Reframe"),
+        ({"noise_sigma": -0.1}, "'noise_sigma' parameter of Reframe"),
+        ({"noise_sigma": float("inf")}, "'noise_sigma' parameter of Reframe"),
+        ({"random_state": "seed"}, "'random_state' parameter of Reframe"),
     ],
 )
 def test_reframe_bad_params_raise_in_fit(params, match):
