@@ -21,6 +21,7 @@ and then ask for the closest galaxy of every class and within a single class.
 # Galaxy10 classes; :func:`~galaxysim.datasets.load_milky_way` renders the Milky Way
 # (a barred spiral, SBbc) through the same renderer, noise and framing.
 import numpy as np
+from matplotlib.figure import Figure
 
 from galaxysim import GALAXY10_CLASSES
 from galaxysim.datasets import load_milky_way, make_galaxies
@@ -64,15 +65,22 @@ def show_neighbours(dist, ind, title, **kwargs):
     )
 
 
-mse_fig = show_neighbours(*mse.kneighbors(mw, n_neighbors=8), "Mean squared error", ncols=8)
+mse_ranking = mse.kneighbors(mw, n_neighbors=8)
+mse_fig = show_neighbours(*mse_ranking, "Mean squared error", ncols=8)
 
 # %%
 # Minimal maximum difference
 # --------------------------
 # The same pipeline with another metric. ``set_params`` reaches the last step by name.
+# To compare the two rankings at a glance, both montages go into one figure: every
+# plotting function draws where it is told, a montage into a ``fig=`` (here one of the
+# figure's two subfigures), a single-panel plot into an ``ax=``.
 maxabs = mse.set_params(nearestgalaxy__metric="maxabs").fit(X, y)
-maxabs_fig = show_neighbours(
-    *maxabs.kneighbors(mw, n_neighbors=8), "Minimal maximum difference", ncols=8
+both_fig = Figure(figsize=(14.7, 4.8))
+upper, lower = both_fig.subfigures(2, 1)
+show_neighbours(*mse_ranking, "Mean squared error", ncols=8, fig=upper)
+show_neighbours(
+    *maxabs.kneighbors(mw, n_neighbors=8), "Minimal maximum difference", ncols=8, fig=lower
 )
 
 # %%

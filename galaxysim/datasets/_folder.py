@@ -256,7 +256,7 @@ def load_image_folder(
         Column of ``labels_csv`` holding the labels (see above when ``None``).
     crop : int or None, default=None
         Side of the central square kept, in source pixels; ``None`` keeps the whole
-        frame. On SDSS cutouts of 423 px (``gz1-dev``), ``crop=128`` with
+        frame. On the 423 px SDSS cutouts of Galaxy Zoo 1, ``crop=128`` with
         ``image_size=64`` frames galaxies like the Galaxy10 reference framing.
     image_size : int or None, default=64
         Side of the returned images; ``None`` keeps the cropped size (all images must
@@ -265,8 +265,11 @@ def load_image_folder(
     on_error : {"raise", "skip"}, default="raise"
         What to do with files that cannot be read (corrupt or missing).
     n_jobs : int, default=None
-        Threads reading files, joblib semantics (``None`` means 1 unless in a
-        ``joblib.parallel_config`` context; ``-1`` uses all cores).
+        Threads reading and framing files, with :class:`joblib.Parallel`'s meaning
+        (the files are read in a ``joblib.Parallel`` that prefers threads): ``None``
+        means 1 unless a ``joblib.parallel_config`` context says otherwise, ``-1``
+        all cores, ``-2`` all but one, and so on. The images are the same for every
+        ``n_jobs``.
     return_X_y : bool, default=False
         Return ``(images, target)`` instead of a Bunch.
     verbose : int, default=1

@@ -231,10 +231,11 @@ def load_galaxy10(
     ``redshift`` and ``pxscale``; the older Galaxy10 SDSS file holds 21,785 cutouts of
     69x69 pixels with ``images`` and ``ans`` only. The images are read in chunks of
     ``chunk_size`` (only the central ``crop`` pixels are read), so peak memory stays
-    far below the 3.7 GB of the raw DECaLS array, then framed like every galaxysim
+    far below the 3.5 GB of the raw DECaLS array, then framed like every galaxysim
     loader: centre-crop ``crop`` pixels, then an anti-aliased resize to
-    ``image_size`` (see :func:`galaxysim.utils._image.frame_images`). The default is
-    the reference framing, the central 64x64 pixels of each DECaLS cutout.
+    ``image_size`` (what :class:`~galaxysim.preprocessing.CenterCrop` followed by
+    :class:`~galaxysim.preprocessing.Resize` does). The default is the reference
+    framing, the central 64x64 pixels of each DECaLS cutout.
 
     The framed result is cached on disk (one ``.npz`` per file and framing), written
     atomically. The cache is rebuilt when the source file changes (size or

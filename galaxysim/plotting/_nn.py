@@ -3,12 +3,13 @@ generated-image grids and latent maps.
 
 Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot state), so
 they work under any backend, including Agg on a headless machine, and returns it; save
-it with ``fig.savefig(path)``.
+it with ``fig.savefig(path)``. Given ``ax=`` (one panel) or ``fig=`` (several panels),
+they draw there instead.
 """
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from galaxysim.plotting._base import new_or_given_axes, new_or_given_figure
 from galaxysim.plotting._montage import show_image
 from galaxysim.utils.validation import check_images
 
@@ -32,7 +33,7 @@ def _history_rows(history):
     return rows
 
 
-def plot_training_curves(history, *, title=None, figsize=None):
+def plot_training_curves(history, *, title=None, figsize=None, fig=None):
     """Plot per-epoch losses (and accuracies, when recorded) from ``history_``.
 
     Parameters
@@ -42,12 +43,16 @@ def plot_training_curves(history, *, title=None, figsize=None):
     title : str, default=None
         Figure title.
     figsize : (float, float), default=None
-        Figure size in inches; by default 5 inches per panel wide.
+        Size of a new figure in inches; by default 5 inches per panel wide (not used
+        with ``fig``).
+    fig : matplotlib.figure.Figure or matplotlib.figure.SubFigure, default=None
+        Where to lay out the panels, for example one of ``Figure.subfigures()``;
+        ``title`` becomes its ``suptitle``. By default a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
-        One panel for the losses, a second for the accuracies (and balanced
+        The new figure, or the figure that holds ``fig``. One panel for the losses, a second for the accuracies (and balanced
         validation accuracy) if present; a dotted line marks the epoch whose weights an
         estimator kept (``best_epoch_``) when it is not the last.
 
@@ -67,7 +72,7 @@ def plot_training_curves(history, *, title=None, figsize=None):
         accuracy = [("train_acc", "train", "o-"), ("valid_acc", "valid", "s--")]
         panels.append(("accuracy", [*accuracy, ("valid_bacc", "valid, balanced", "^:")]))
     best = getattr(history, "best_epoch_", None)  # the epoch a CNNScorer kept
-    fig = Figure(figsize=figsize or (5 * len(panels), 3.6), layout="constrained")
+    fig, root = new_or_given_figure(fig, figsize or (5 * len(panels), 3.6))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (ylabel, curves) in zip(axes, panels, strict=True):
         for key, label, style in curves:
@@ -83,13 +88,17 @@ def plot_training_curves(history, *, title=None, figsize=None):
         ax.legend()
     if title:
         fig.suptitle(title)
-    return fig
+    return root
 
 
 def plot_confusion_matrix(
-    y_true, y_pred, *, labels=None, display_labels=None, normalize="true", title=None
+    y_true, y_pred, *, labels=None, display_labels=None, normalize="true", title=None, ax=None
 ):
     """Plot a confusion matrix with per-cell values, rows being the true classes.
+
+    A :class:`sklearn.metrics.ConfusionMatrixDisplay` with galaxysim's defaults:
+    rows normalised (per-class recall on the diagonal), the colour scale from 0 to 1,
+    slanted tick labels for long class names.
 
     Parameters
     ----------
@@ -104,10 +113,18 @@ def plot_confusion_matrix(
         recall on the diagonal.
     title : str, default=None
         Axes title.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw in (a colorbar is added beside it); by default the one Axes of
+        a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The new figure, or the figure that holds ``ax``.
+
+    See Also
+    --------
+    sklearn.metrics.ConfusionMatrixDisplay : The display drawn here.
 
     Examples
     --------
@@ -115,29 +132,27 @@ def plot_confusion_matrix(
     >>> fig.axes[0].get_xlabel()
     'predicted'
     """
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+    from sklearn.utils.multiclass import unique_labels
 
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if labels is None:
-        labels = np.unique(np.concatenate([y_true, y_pred]))
     cm = confusion_matrix(y_true, y_pred, labels=labels, normalize=normalize)
+    if labels is None:
+        labels = unique_labels(y_true, y_pred)
     names = [str(v) for v in (labels if display_labels is None else display_labels)]
     if len(names) != len(labels):
         raise ValueError(f"display_labels has {len(names)} names for {len(labels)} labels.")
-    k = len(labels)
-    size = max(3.5, 0.55 * k + 2.0)
-    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
-    ax = fig.add_subplot()
-    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, shrink=0.8)
-    threshold = (cm.max() + cm.min()) / 2
-    for i in range(k):
-        for j in range(k):
-            text = f"{cm[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-            colour = "white" if cm[i, j] > threshold else "black"
-            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
-    ax.set_xticks(range(k), names, rotation=45, ha="right")
-    ax.set_yticks(range(k), names)
+    size = max(3.5, 0.55 * len(labels) + 2.0)
+    ax, fig = new_or_given_axes(ax, (size + 1.0, size))
+    ConfusionMatrixDisplay(cm, display_labels=names).plot(
+        ax=ax,
+        cmap="Blues",
+        values_format=".2f" if normalize else "d",
+        xticks_rotation=45,
+        im_kw={"vmin": 0, "vmax": 1 if normalize else None},
+        text_kw={"fontsize": 8},
+    )
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if title:
@@ -145,7 +160,9 @@ def plot_confusion_matrix(
     return fig
 
 
-def plot_reconstructions(originals, reconstructions, *, n_images=8, titles=None, title=None):
+def plot_reconstructions(
+    originals, reconstructions, *, n_images=8, titles=None, title=None, fig=None
+):
     """Show original images (top row) above their reconstructions (bottom row).
 
     Parameters
@@ -160,11 +177,15 @@ def plot_reconstructions(originals, reconstructions, *, n_images=8, titles=None,
         Column titles (for example class names or "Milky Way").
     title : str, default=None
         Figure title.
+    fig : matplotlib.figure.Figure or matplotlib.figure.SubFigure, default=None
+        Where to lay out the panels, for example one of ``Figure.subfigures()``;
+        ``title`` becomes its ``suptitle``. By default a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
-        Two rows of image axes, labelled "original" and "reconstruction".
+        The new figure, or the figure that holds ``fig``: two rows of image axes,
+        labelled "original" and "reconstruction".
 
     Examples
     --------
@@ -180,7 +201,7 @@ def plot_reconstructions(originals, reconstructions, *, n_images=8, titles=None,
             f"originals has {orig.shape[0]} images but reconstructions has {recon.shape[0]}."
         )
     n = min(int(n_images), len(orig))
-    fig = Figure(figsize=(1.4 * n + 0.8, 3.2), layout="constrained")
+    fig, root = new_or_given_figure(fig, (1.4 * n + 0.8, 3.2))
     axes = fig.subplots(2, n, squeeze=False)
     for j in range(n):
         for i, imgs in enumerate((orig, recon)):
@@ -192,10 +213,10 @@ def plot_reconstructions(originals, reconstructions, *, n_images=8, titles=None,
     axes[1, 0].set_ylabel("reconstruction")
     if title:
         fig.suptitle(title)
-    return fig
+    return root
 
 
-def plot_generated(images, *, n_cols=8, titles=None, title=None):
+def plot_generated(images, *, n_cols=8, titles=None, title=None, fig=None):
     """Show images (for example VAE samples) in a grid.
 
     Parameters
@@ -208,10 +229,14 @@ def plot_generated(images, *, n_cols=8, titles=None, title=None):
         One small title per image.
     title : str, default=None
         Figure title.
+    fig : matplotlib.figure.Figure or matplotlib.figure.SubFigure, default=None
+        Where to lay out the panels, for example one of ``Figure.subfigures()``;
+        ``title`` becomes its ``suptitle``. By default a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The new figure, or the figure that holds ``fig``.
 
     Examples
     --------
@@ -224,7 +249,7 @@ def plot_generated(images, *, n_cols=8, titles=None, title=None):
     n = len(imgs)
     n_cols = max(1, min(int(n_cols), n))
     n_rows = -(-n // n_cols)
-    fig = Figure(figsize=(1.3 * n_cols, 1.3 * n_rows + (0.4 if title else 0)), layout="constrained")
+    fig, root = new_or_given_figure(fig, (1.3 * n_cols, 1.3 * n_rows + (0.4 if title else 0)))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         if k >= n:
@@ -235,7 +260,7 @@ def plot_generated(images, *, n_cols=8, titles=None, title=None):
             ax.set_title(str(titles[k]), fontsize=7)
     if title:
         fig.suptitle(title)
-    return fig
+    return root
 
 
 def plot_latent_map(
@@ -247,6 +272,7 @@ def plot_latent_map(
     highlight_label="query",
     title=None,
     random_state=0,
+    ax=None,
 ):
     """Map latent codes (or any features) to 2-D with PCA, coloured by label.
 
@@ -267,11 +293,14 @@ def plot_latent_map(
         Axes title.
     random_state : int, default=0
         Seed of the PCA solver.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw in; by default the one Axes of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
-        Axes labelled with the explained variance of both components.
+        The new figure, or the figure that holds ``ax``; the axes are labelled with
+        the explained variance of both components.
 
     Examples
     --------
@@ -290,8 +319,7 @@ def plot_latent_map(
         )
     pca = PCA(n_components=2, random_state=random_state).fit(Z)
     P = pca.transform(Z)
-    fig = Figure(figsize=(6.4, 5.0), layout="constrained")
-    ax = fig.add_subplot()
+    ax, fig = new_or_given_axes(ax, (6.4, 5.0))
     from matplotlib.lines import Line2D
 
     handles = []

