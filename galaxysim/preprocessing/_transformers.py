@@ -35,6 +35,7 @@ class _ImageTransformer(ParamsValidationMixin, TransformerMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         tags.requires_fit = not self._stateless
+        tags.transformer_tags.preserves_dtype = ["float32"]  # and uint8; float64 -> float32
         return tags
 
     def _check_params(self):

@@ -54,6 +54,16 @@ def atomic_write(path, mode="wb"):
 
 
 def _umask():
+    """The process's umask, read without changing it where the OS tells (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    # elsewhere the only way to read it is to set it; other threads may see 0o022
+    # for that instant
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
