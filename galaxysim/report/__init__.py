@@ -8,6 +8,7 @@ and writes index.html last. :func:`write_search_report` and
 :func:`format_table` and :func:`format_scores` are the text tables it prints.
 """
 
+from galaxysim.report._labels import label_name
 from galaxysim.report._page import Report, save_figure, table
 from galaxysim.report._sections import (
     SearchResult,
@@ -20,12 +21,10 @@ from galaxysim.report._sections import (
     add_reconstructions,
     add_scores,
     add_training_curves,
-    label_name,
 )
+from galaxysim.report._summary import classifier_summary, evaluation_summary
 from galaxysim.report._text import format_scores, format_table
 from galaxysim.report._write import (
-    classifier_summary,
-    evaluation_summary,
     neighbours_csv,
     write_evaluation_report,
     write_search_report,

@@ -4,7 +4,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from galaxysim.report._labels import label_name
 from galaxysim.report._page import file_stem, table
+from galaxysim.report._summary import class_counts, evaluation_summary
 
 __all__ = [
     "SearchResult",
@@ -17,22 +19,7 @@ __all__ = [
     "add_reconstructions",
     "add_scores",
     "add_training_curves",
-    "label_name",
 ]
-
-
-def label_name(label, label_names=None):
-    """The display name of a label: ``label_names[label]`` for an int in range, else text.
-
-    Examples
-    --------
-    >>> label_name(1, ["elliptical", "spiral"]), label_name(7, ["elliptical"]), label_name("x")
-    ('spiral', '7', 'x')
-    """
-    label = label.item() if hasattr(label, "item") else label
-    if label_names and isinstance(label, int) and 0 <= label < len(label_names):
-        return str(label_names[label])
-    return str(label)
 
 
 @dataclass
@@ -119,11 +106,16 @@ def add_neighbours(
         [(r, i, n, f"{d:.6g}") for r, i, n, d in result.rows],
     )
     report.add_section(
-        heading, "neighbours.html", filename=filename, alt=heading, table=rows, table_open=table_open
+        heading,
+        "neighbours.html",
+        filename=filename,
+        alt=heading,
+        table=rows,
+        table_open=table_open,
     )
 
 
-def add_scores(report, results, rows, *, class_names, class_counts):
+def add_scores(report, results, *, y, label_names=None):
     """Add the cross-validated scores table and the precision@k-per-class table.
 
     Parameters
@@ -132,17 +124,17 @@ def add_scores(report, results, rows, *, class_names, class_counts):
         The report.
     results : list of SearchCVResult
         One per method.
-    rows : list of dict
-        Their :func:`evaluation_summary` rows.
-    class_names : list of str
-        Names of ``results[0].classes``.
-    class_counts : dict of str to int
-        Images of each class in the catalogue (its share is the chance level).
+    y : ndarray of shape (n_samples,)
+        Catalogue labels (class counts; a class's share is its chance level).
+    label_names : list of str, default=None
+        Names of int labels.
     """
     k = results[0].k
-    n_total = sum(class_counts.values())
+    counts = class_counts(results, y, label_names)
+    n_total = sum(counts.values())
     header = ["method", f"balanced p@{k}", "fold sd", f"mean p@{k}", f"balanced mAP@{k}"]
     header += ["CNN balanced acc.", "fit s / fold", "query s / fold"]
+    rows = [evaluation_summary(res, label_names) for res in results]
     scores = table(
         header,
         [
@@ -160,16 +152,16 @@ def add_scores(report, results, rows, *, class_names, class_counts):
         ],
     )
     per_class = table(
-        ["method", *(f"{n} ({class_counts[n]})" for n in class_names)],
+        ["method", *(f"{n} ({c})" for n, c in counts.items())],
         [(res.method, *res.mean("precision_per_class")) for res in results]
-        + [("chance (class share)", *(class_counts[n] / n_total for n in class_names))],
+        + [("chance (class share)", *(c / n_total for c in counts.values()))],
     )
     report.add_section(
         "Cross-validated retrieval quality",
         "scores.html",
         k=k,
         n_folds=results[0].n_folds,
-        chance=1 / len(class_names),
+        chance=1 / len(counts),
         scores=scores,
         per_class=per_class,
     )
@@ -191,28 +183,30 @@ def add_precision_curves(report, results):
     )
 
 
-def add_per_class_precision(report, results, *, class_names, class_counts):
-    """Add the bars of precision@k per class and method, with the chance levels."""
+def add_per_class_precision(report, results, *, y, label_names=None):
+    """Add the bars of precision@k per class and method, with the chance levels
+    (each class's share of the catalogue labels ``y``)."""
     from galaxysim.plotting import plot_per_class_precision
 
     k = results[0].k
-    n_total = sum(class_counts.values())
+    counts = class_counts(results, y, label_names)
+    n_total = sum(counts.values())
     report.add_figure(
         "Precision per class",
         "precision_per_class.png",
         plot_per_class_precision(
             {
-                res.method: dict(zip(class_names, res.mean("precision_per_class"), strict=True))
+                res.method: dict(zip(counts, res.mean("precision_per_class"), strict=True))
                 for res in results
             },
-            chance={n: class_counts[n] / n_total for n in class_names},
+            chance={n: c / n_total for n, c in counts.items()},
             ylabel=f"precision@{k}",
             title=f"precision@{k} per class (dotted: chance = class share)",
         ),
     )
 
 
-def add_confusion_matrix(report, result, *, class_names):
+def add_confusion_matrix(report, result, *, label_names=None):
     """Add the out-of-fold confusion matrix of a method's classifier, with its recalls.
 
     Parameters
@@ -221,11 +215,12 @@ def add_confusion_matrix(report, result, *, class_names):
         The report.
     result : SearchCVResult
         A result with ``predictions``.
-    class_names : list of str
-        Names of ``result.classes``.
+    label_names : list of str, default=None
+        Names of int labels.
     """
     from galaxysim.plotting import plot_confusion_matrix
 
+    class_names = [label_name(c, label_names) for c in result.classes]
     recall = result.mean("recall_per_class")
     report.add_figure(
         f"{result.method.upper()} confusion matrix (out of fold)",

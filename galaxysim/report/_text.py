@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from galaxysim.report._write import evaluation_summary
+from galaxysim.report._summary import evaluation_summary
 
 __all__ = ["format_scores", "format_table"]
 

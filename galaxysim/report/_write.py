@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from galaxysim.report._labels import label_name
 from galaxysim.report._page import Report
 from galaxysim.report._sections import (
     add_confusion_matrix,
@@ -17,72 +18,14 @@ from galaxysim.report._sections import (
     add_reconstructions,
     add_scores,
     add_training_curves,
-    label_name,
 )
+from galaxysim.report._summary import class_counts, classifier_summary, evaluation_summary
 
 __all__ = [
-    "classifier_summary",
-    "evaluation_summary",
     "neighbours_csv",
     "write_evaluation_report",
     "write_search_report",
 ]
-
-
-def evaluation_summary(result, label_names=None):
-    """The headline figures of one method: a row of results.csv.
-
-    Every figure is :meth:`SearchCVResult.mean` of a per-fold score (the mean over
-    folds); the fold sd is that of the balanced precision@k.
-
-    Parameters
-    ----------
-    result : SearchCVResult
-        One method's cross-validated results.
-    label_names : list of str, default=None
-        Names of int labels.
-
-    Returns
-    -------
-    row : dict
-        ``method``, ``k``, ``precision_at_k_balanced``, ``precision_at_k_balanced_fold_sd``,
-        ``precision_at_k_mean``, ``map_at_k_balanced``, ``map_at_k_mean``,
-        ``fit_seconds_per_fold``, ``query_seconds_per_fold``, ``precision_at_k[<class>]``
-        for every class, ``cnn_accuracy`` and ``cnn_balanced_accuracy`` (NaN without
-        predictions).
-    """
-    row = {
-        "method": result.method,
-        "k": result.k,
-        "precision_at_k_balanced": result.mean("precision_balanced"),
-        "precision_at_k_balanced_fold_sd": result.sd("precision_balanced"),
-        "precision_at_k_mean": result.mean("precision_mean"),
-        "map_at_k_balanced": result.mean("map_balanced"),
-        "map_at_k_mean": result.mean("map_mean"),
-        "fit_seconds_per_fold": float(np.mean(result.fit_time)),
-        "query_seconds_per_fold": float(np.mean(result.query_time)),
-    }
-    for label, value in zip(result.classes, result.mean("precision_per_class"), strict=True):
-        row[f"precision_at_k[{label_name(label, label_names)}]"] = float(value)
-    has_cnn = result.predictions is not None
-    row["cnn_accuracy"] = result.mean("accuracy") if has_cnn else float("nan")
-    row["cnn_balanced_accuracy"] = result.mean("balanced_accuracy") if has_cnn else float("nan")
-    return row
-
-
-def classifier_summary(result, label_names=None):
-    """Accuracy, balanced accuracy, recall per class (means over folds) and the
-    out-of-fold confusion matrix of a method's classifier, or ``None``."""
-    if result.predictions is None:
-        return None
-    names = [label_name(c, label_names) for c in result.classes]
-    return {
-        "accuracy": result.mean("accuracy"),
-        "balanced_accuracy": result.mean("balanced_accuracy"),
-        "recall_per_class": dict(zip(names, result.mean("recall_per_class"), strict=True)),
-        "confusion_matrix": result.confusion_matrix().tolist(),
-        "confusion_labels": names,
-    }
 
 
 def _csv_value(v):
@@ -249,18 +192,17 @@ def write_evaluation_report(
     k = results[0].k
     labels = results[0].classes
     class_names = [label_name(c, label_names) for c in labels]
-    class_counts = {n: int(np.sum(y == c)) for c, n in zip(labels, class_names, strict=True)}
     rows = [evaluation_summary(res, label_names) for res in results]
 
-    add_scores(report, results, rows, class_names=class_names, class_counts=class_counts)
+    add_scores(report, results, y=y, label_names=label_names)
     add_precision_curves(report, results)
-    add_per_class_precision(report, results, class_names=class_names, class_counts=class_counts)
+    add_per_class_precision(report, results, y=y, label_names=label_names)
     classifiers = {}
     for res in results:
         summary = classifier_summary(res, label_names)
         if summary is not None:
             classifiers[res.method] = summary
-            add_confusion_matrix(report, res, class_names=class_names)
+            add_confusion_matrix(report, res, label_names=label_names)
 
     # the query's neighbours and the deep models, all fitted on the whole catalogue
     for res in search_results:
@@ -281,9 +223,7 @@ def write_evaluation_report(
         examples = np.array([rng.choice(np.flatnonzero(y == c)) for c in labels])
         shown = np.concatenate([query_image, catalogue_images[examples]])
         for method, model in autoencoders.items():
-            add_reconstructions(
-                report, model, shown, method=method, titles=["query", *class_names]
-            )
+            add_reconstructions(report, model, shown, method=method, titles=["query", *class_names])
             add_latent_map(
                 report,
                 model,
@@ -314,7 +254,7 @@ def write_evaluation_report(
             **{key: str(v) for key, v in facts.items()},
             "k": k,
             "classes": class_names,
-            "class_counts": class_counts,
+            "class_counts": class_counts(results, y, label_names),
             "methods": {
                 row["method"]: {
                     **row,
@@ -324,9 +264,7 @@ def write_evaluation_report(
                     "fit_seconds": res.fit_time,
                     "query_seconds": res.query_time,
                     **(
-                        {"classifier": classifiers[res.method]}
-                        if res.method in classifiers
-                        else {}
+                        {"classifier": classifiers[res.method]} if res.method in classifiers else {}
                     ),
                 }
                 for row, res in zip(rows, results, strict=True)

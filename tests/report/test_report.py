@@ -30,7 +30,7 @@ from galaxysim.report import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-NASTY = ["<script>alert(1)</script>", "a & b", "Édge-on ✓ \"quoted\"", "d"]
+NASTY = ["<script>alert(1)</script>", "a & b", 'Édge-on ✓ "quoted"', "d"]
 RESULTS_COLUMNS = [
     "method",
     "k",
