@@ -5,12 +5,15 @@ Parts (``--parts``, comma list; default all):
 ``gz1``       ``../shared/data/gz1-dev`` (real SDSS cutouts, 128 px crop resized to 64), four
               classes: elliptical, spiral (both spin directions), edge-on, merger ("don't
               know" dropped). Stratified k-fold CV (``--folds``, default 5) x seeds
-              (``--seeds``, default 0,1,2). Per fold the test fold queries a catalogue made
-              of the training folds. Reports CNN balanced accuracy and per-class recall,
-              balanced precision@10 (mean over classes of the mean share of a query's 10
-              nearest catalogue images with its class) for pixel MSE, CNN score space and
-              AE latent space, and the AE's held-out reconstruction error against the
-              mean-image baseline. The AE latent space is searched five ways
+              (``--seeds``, default 0,1,2), by ``galaxysim.model_selection.
+              cross_validate_search``: per fold the test fold queries a catalogue made
+              of the training folds (the CNN and AE are trained there, once per fold).
+              Reports CNN balanced accuracy and per-class recall, balanced precision@10
+              (mean over classes of the mean share of a query's 10 nearest catalogue
+              images with its class, scored per fold and averaged over folds, as
+              ``galaxysim evaluate`` does) for pixel MSE, CNN score space and AE latent
+              space, and the AE's held-out reconstruction error against the mean-image
+              baseline; ``--gz1-max-images`` takes a stratified subsample (smoke runs). The AE latent space is searched five ways
               (``AE_SEARCHES``): plain codes; codes standardised per dimension
               (StandardScaler fitted on the catalogue); orientation-invariant codes
               (``orientation_invariant=True``) standardised, compared by Euclidean
@@ -45,16 +48,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
-from sklearn.metrics import balanced_accuracy_score, recall_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import recall_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from galaxysim import GALAXY10_CLASSES
 from galaxysim.datasets import load_image_folder, load_milky_way, make_galaxies
-from galaxysim.metrics import precision_at_k
+from galaxysim.model_selection import cross_validate_search
 from galaxysim.neighbors import NearestGalaxy, pairwise_distances
 from galaxysim.nn import AEEncoder, CNNScorer, VAEEncoder
+from galaxysim.pipeline import make_search_pipeline
+from galaxysim.preprocessing import PixelFlatten
 
 ROOT = Path(__file__).resolve().parents[1]
 GZ1 = ROOT.parent / "shared" / "data" / "gz1-dev"
@@ -69,22 +76,43 @@ def knn_indices(Q, C, k=10, metric="mse"):
     return search.kneighbors(Q.reshape(len(Q), -1), return_distance=False)
 
 
-def balanced_precision_at_k(Q, yq, C, yc, k=10, metric="mse"):
-    return precision_at_k(yq, yc[knn_indices(Q, C, k, metric)], average="balanced")
-
-
 def dihedral_views(X):
     """The 8 flips and 90-degree rotations of square images ``(n, H, W, C)``."""
     views = [np.rot90(X, k, axes=(1, 2)) for k in range(4)]
     return [np.ascontiguousarray(v) for v in views + [v[:, :, ::-1] for v in views]]
 
 
-def balanced_precision_best_orientation(Q, yq, C, yc, k=10):
-    """Pixel-MSE balanced precision@k with each query in its best of 8 orientations."""
-    flat = C.reshape(len(C), -1)
-    D = np.min([pairwise_distances(v.reshape(len(Q), -1), flat) for v in dihedral_views(Q)], 0)
-    nearest = np.argsort(D, axis=1, kind="stable")[:, :k]
-    return precision_at_k(yq, yc[nearest], average="balanced")
+class BestOrientationMSE(BaseEstimator):
+    """Pixel-MSE search with each query in its best of 8 orientations (a reference)."""
+
+    def fit(self, X, y=None):
+        self.catalogue_ = X.reshape(len(X), -1)
+        return self
+
+    def kneighbors(self, X, n_neighbors=10, return_distance=True):
+        flat = self.catalogue_
+        D = np.min([pairwise_distances(v.reshape(len(X), -1), flat) for v in dihedral_views(X)], 0)
+        ind = np.argsort(D, axis=1, kind="stable")[:, :n_neighbors]
+        return (np.take_along_axis(D, ind, 1), ind) if return_distance else ind
+
+
+def to_float32(X):
+    return X.astype(np.float32)
+
+
+class PerFold:
+    """``fit(X_train, y_train)`` once per fold, shared by the searches of that fold
+    (cross_validate_search hands every builder of a fold the same ``X_train``); every
+    fold's model is kept, in fold order."""
+
+    def __init__(self, fit):
+        self.fit, self.models, self._fold = fit, [], None
+
+    def __call__(self, X_train, y_train):
+        if self._fold is not X_train:
+            self.models.append(self.fit(X_train, y_train))
+            self._fold = X_train
+        return self.models[-1]
 
 
 # AE latent searches: (name, orientation-invariant codes, scaling fitted on the
@@ -99,29 +127,20 @@ AE_SEARCHES = [
 ]
 
 
-def ae_precisions(ae, X_query, y_query, X_cat, y_cat):
-    """Balanced precision@10 of the fitted AE's codes, searched each way of AE_SEARCHES."""
-    codes = {}
-    for invariant in (False, True):
-        ae.set_params(orientation_invariant=invariant)
-        codes[invariant] = ae.transform(X_cat), ae.transform(X_query)
-    ae.set_params(orientation_invariant=False)
-    out = {}
-    for name, invariant, scaling, metric in AE_SEARCHES:
-        Zc, Zq = codes[invariant]
+def ae_search(aes, invariant, scaling, metric):
+    """Builder of one AE latent search, on the fold's AE (trained once per fold)."""
+
+    def build(X_train, y_train):
+        ae = aes(X_train, y_train)
+        ae.set_params(orientation_invariant=invariant)  # searches of a fold run in turn
+        steps = [FrozenEstimator(ae)]
         if scaling is not None:
-            scaler = StandardScaler() if scaling == "std" else PCA(16, whiten=True, random_state=0)
-            scaler.fit(Zc)
-            Zc, Zq = scaler.transform(Zc), scaler.transform(Zq)
-        out[name] = balanced_precision_at_k(Zq, y_query, Zc, y_cat, metric=metric)
-    return out
+            steps.append(
+                StandardScaler() if scaling == "std" else PCA(16, whiten=True, random_state=0)
+            )
+        return make_search_pipeline(*steps, NearestGalaxy(metric=metric))
 
-
-def pixel_cosine_precision(Q, yq, C, yc, k=10):
-    """Balanced precision@k of pixels standardised per pixel and compared by cosine."""
-    scaler = StandardScaler().fit(C.reshape(len(C), -1).astype(np.float32))
-    S = [scaler.transform(A.reshape(len(A), -1).astype(np.float32)) for A in (Q, C)]
-    return balanced_precision_at_k(S[0], yq, S[1], yc, k, metric="cosine")
+    return build
 
 
 def fmt(values):
@@ -139,6 +158,11 @@ def part_gz1(args):
     X = X[keep]
     names = np.array([GZ1_CLASSES[v] for v in raw[keep]])
     classes, y = np.unique(names, return_inverse=True)
+    if args.gz1_max_images and args.gz1_max_images < len(X):
+        sub, _ = train_test_split(
+            np.arange(len(X)), train_size=args.gz1_max_images, stratify=y, random_state=0
+        )
+        X, y = X[np.sort(sub)], y[np.sort(sub)]
     print(
         f"gz1-dev: {len(X)} images, classes "
         + ", ".join(f"{c} {n}" for c, n in zip(classes, np.bincount(y), strict=True))
@@ -147,41 +171,61 @@ def part_gz1(args):
     keys += ("ae_err", "mean_err")
     res = {k: [] for k in keys + ("recall",)}
     for seed in args.seeds:
-        folds = StratifiedKFold(args.folds, shuffle=True, random_state=seed)
-        per = {k: [] for k in res}
-        for f, (tr, te) in enumerate(folds.split(X, y)):
-            t0 = time.perf_counter()
-            cnn = CNNScorer(max_epochs=args.epochs, random_state=seed, n_threads=THREADS)
-            cnn.fit(X[tr], y[tr])
-            pred = cnn.predict(X[te])
-            per["bacc"].append(balanced_accuracy_score(y[te], pred))
-            per["recall"].append(
-                recall_score(y[te], pred, average=None, labels=range(len(classes)))
+        splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(X, y))
+        cnns = PerFold(
+            lambda Xt, yt, seed=seed: CNNScorer(
+                max_epochs=args.epochs, random_state=seed, n_threads=THREADS
+            ).fit(Xt, yt)
+        )
+        searches = {
+            "mse": make_search_pipeline(PixelFlatten(), NearestGalaxy(metric="mse")),
+            "mse_rot": BestOrientationMSE(),
+            "pix_std_cos": make_search_pipeline(
+                PixelFlatten(),
+                FunctionTransformer(to_float32),
+                StandardScaler(),
+                NearestGalaxy(metric="cosine"),
+            ),
+            "cnn": lambda Xt, yt, cnns=cnns: make_search_pipeline(
+                FrozenEstimator(cnns(Xt, yt)), NearestGalaxy(metric="mse")
+            ),
+        }
+        with_ae = not args.no_ae and seed in args.seeds[: args.ae_seeds]
+        if with_ae:
+            aes = PerFold(
+                lambda Xt, yt, seed=seed: AEEncoder(
+                    max_epochs=args.ae_epochs, random_state=seed, n_threads=THREADS
+                ).fit(Xt)
             )
-            per["mse"].append(balanced_precision_at_k(X[te], y[te], X[tr], y[tr]))
-            per["mse_rot"].append(balanced_precision_best_orientation(X[te], y[te], X[tr], y[tr]))
-            per["pix_std_cos"].append(pixel_cosine_precision(X[te], y[te], X[tr], y[tr]))
-            per["cnn"].append(
-                balanced_precision_at_k(cnn.transform(X[te]), y[te], cnn.transform(X[tr]), y[tr])
-            )
-            if not args.no_ae and seed in args.seeds[: args.ae_seeds]:
-                ae = AEEncoder(max_epochs=args.ae_epochs, random_state=seed, n_threads=THREADS)
-                ae.fit(X[tr])
-                for name, value in ae_precisions(ae, X[te], y[te], X[tr], y[tr]).items():
-                    per[name].append(value)
-                per["ae_err"].append(ae.reconstruction_error(X[te]).mean())
+            for name, invariant, scaling, metric in AE_SEARCHES:
+                searches[name] = ae_search(aes, invariant, scaling, metric)
+        cv = cross_validate_search(searches, X, y, cv=splits, k=10, verbose=args.verbose)
+        for name in searches:
+            res[name].append(cv[name].mean("precision_balanced"))
+        res["bacc"].append(cv["cnn"].mean("balanced_accuracy"))
+        res["recall"].append(cv["cnn"].mean("recall_per_class"))
+        ae_err, mean_err = [], []
+        for f, (tr, te) in enumerate(splits):
+            if with_ae:
+                ae = aes.models[f].set_params(orientation_invariant=False)
+                ae_err.append(ae.reconstruction_error(X[te]).mean())
                 mean_img = X[tr].mean(0, dtype=np.float64) / 255
-                per["mean_err"].append(((X[te] / 255.0 - mean_img) ** 2).mean())
+                mean_err.append(((X[te] / 255.0 - mean_img) ** 2).mean())
+            seconds = sum(r.fit_time[f] + r.query_time[f] for r in cv.values())
             print(
-                f"  seed {seed} fold {f}: CNN bacc {per['bacc'][-1]:.3f}, p@10 mse "
-                f"{per['mse'][-1]:.3f} cnn {per['cnn'][-1]:.3f}"
-                + "".join(f" {a[0]} {per[a[0]][-1]:.3f}" for a in AE_SEARCHES if per[a[0]])
-                + f"  ({time.perf_counter() - t0:.0f} s)",
+                f"  seed {seed} fold {f}: CNN bacc "
+                f"{cv['cnn'].fold_scores['balanced_accuracy'][f]:.3f}, p@10 "
+                + " ".join(
+                    f"{name} {cv[name].fold_scores['precision_balanced'][f]:.3f}"
+                    for name in ("mse", "cnn", *(a[0] for a in AE_SEARCHES))
+                    if name in cv
+                )
+                + f"  ({seconds:.0f} s)",
                 flush=True,
             )
-        for k in res:
-            if per[k]:
-                res[k].append(np.mean(per[k], axis=0))
+        if with_ae:
+            res["ae_err"].append(np.mean(ae_err))
+            res["mean_err"].append(np.mean(mean_err))
     print(f"\ngz1-dev, {args.folds}-fold CV, seeds {args.seeds} (mean +- sd over seeds)")
     print(f"  CNN balanced accuracy          {fmt(res['bacc'])}   (target >= 0.65)")
     rec = np.mean(res["recall"], axis=0)
@@ -200,7 +244,7 @@ def part_gz1(args):
         ("AE invariant latents standardised, cosine", "ae_inv_std_cos", "(target >= MSE)"),
         ("AE invariant latents, 16 whitened PCs, cosine", "ae_inv_pca16_cos", "(target >= MSE)"),
     ]
-    print("  balanced precision@10:")
+    print("  balanced precision@10 (mean over folds):")
     for label, key, target in rows:
         if res[key]:
             print(f"    {label:48} {fmt(res[key])}   {target}")
@@ -277,6 +321,9 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=15, help="CNN epochs on gz1-dev")
     p.add_argument("--ae-epochs", type=int, default=25)
     p.add_argument("--no-ae", action="store_true")
+    p.add_argument(
+        "--gz1-max-images", type=int, default=None, help="stratified subsample of gz1-dev"
+    )
     p.add_argument(
         "--ae-seeds", type=int, default=1, help="seeds (the first N) that also fit the AE"
     )

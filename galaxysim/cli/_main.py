@@ -333,7 +333,7 @@ def build_search(method, args, X, y):
 
 # ------------------------------------------------------------------ commands
 def cmd_search(args):
-    from galaxysim.cli._report import MethodResult, format_table, write_report
+    from galaxysim.report import SearchResult, format_table, write_search_report
 
     methods = parse_methods(args.method)
     if args.k < 1:
@@ -362,12 +362,12 @@ def cmd_search(args):
             )
         elapsed = time.perf_counter() - t0
         label_names = [name_of(int(y[i])) if y is not None else "-" for i in ind[0]]
-        res = MethodResult(method, dist[0], ind[0], label_names, title=f"{title} ({elapsed:.2f} s)")
+        res = SearchResult(method, dist[0], ind[0], label_names, title=f"{title} ({elapsed:.2f} s)")
         results.append(res)
         print(format_table(res))
         print()
     if args.out:
-        index = write_report(
+        index = write_search_report(
             args.out,
             results,
             query_image=query,
@@ -396,8 +396,8 @@ def cmd_train(args):
 
 
 def cmd_generate(args):
-    from galaxysim.cli._report import save_figure
     from galaxysim.plotting import plot_generated
+    from galaxysim.report import save_figure
 
     if args.n < 1:
         raise UserError("--n must be at least 1.")
@@ -417,14 +417,8 @@ def cmd_generate(args):
 
 
 def cmd_evaluate(args):
-    from sklearn.model_selection import StratifiedKFold
-
-    from galaxysim.cli._evaluate import (
-        cross_validate_method,
-        format_scores,
-        write_evaluation_report,
-    )
-    from galaxysim.cli._report import MethodResult
+    from galaxysim.model_selection import cross_validate_search
+    from galaxysim.report import SearchResult, format_scores, write_evaluation_report
     from galaxysim.utils._progress import progress
 
     methods = parse_methods(args.method)
@@ -453,34 +447,30 @@ def cmd_evaluate(args):
     name_of = label_namer(names)
     print(f"catalogue: {cat_desc}; {args.folds}-fold cross-validation, k={args.k}")
 
-    skf = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
-    splits = list(skf.split(np.zeros(len(y)), y))
-    scores, results, models = [], [], {}
+    cv_results, search_results, models = {}, [], {}
     bar = progress(total=len(methods) * (args.folds + 1), desc="evaluate", verbose=not args.quiet)
     with bar:
         for method in methods:
             bar.set_description(f"evaluate {method}")
-            scores.append(
-                cross_validate_method(
-                    method,
-                    lambda Xt, yt, m=method: build_search(m, args, Xt, yt),
-                    X,
-                    y,
-                    splits,
-                    args.k,
-                    on_fold=lambda: bar.update(1),
-                )
+            # one method at a time: its deep models are trained on each training fold
+            cv_results |= cross_validate_search(
+                {method: lambda Xt, yt, m=method: build_search(m, args, Xt, yt)},
+                X,
+                y,
+                cv=args.folds,
+                k=args.k,
+                random_state=args.seed,
+                callback=lambda method, fold: bar.update(1),
             )
             # the report's pictures: the method fitted on the whole catalogue
             t0 = time.perf_counter()
             pipe = build_search(method, args, X, y).fit(X, y)
             dist, ind = pipe.kneighbors(query, args.k)
             elapsed = time.perf_counter() - t0
-            first = pipe.steps[0][1]
             if method in DEEP_METHODS:
-                models[method] = first.estimator
-            results.append(
-                MethodResult(
+                models[method] = pipe.steps[0][1].estimator
+            search_results.append(
+                SearchResult(
                     method,
                     dist[0],
                     ind[0],
@@ -490,13 +480,13 @@ def cmd_evaluate(args):
                 )
             )
             bar.update(1)
-    print(format_scores(scores, names))
+    print(format_scores(cv_results, names))
     counts_text = ", ".join(f"{name_of(int(c))} {n}" for c, n in zip(labels, counts, strict=True))
     index = write_evaluation_report(
         args.out,
-        scores,
-        names=names,
+        cv_results,
         y=y,
+        label_names=names,
         facts={
             "catalogue": cat_desc,
             "classes (images)": counts_text,
@@ -507,12 +497,12 @@ def cmd_evaluate(args):
             "image size": f"{X.shape[1]}x{X.shape[2]}",
             "query": q_desc,
         },
-        search_results=results,
+        search_results=search_results,
         query_image=query,
         query_desc=q_desc,
         catalogue_images=X,
         models=models,
-        seed=args.seed,
+        random_state=args.seed,
     )
     print(f"report written to {index}")
     return 0

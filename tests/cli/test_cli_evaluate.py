@@ -150,30 +150,48 @@ def test_pixel_methods_table_and_report(capsys, tmp_path):
         assert printed[3] == pytest.approx(res["methods"][m]["map_at_k_balanced"], abs=6e-4)
 
 
-def test_mse_scores_equal_cross_validation_by_hand(tmp_path, capsys):
+def test_mse_scores_equal_per_fold_cross_validation_by_hand(tmp_path, capsys):
+    # 130 images: 13 per class, folds of 7 and 6, so pooling the folds before averaging
+    # (0.189) and averaging each fold's score (0.190, the definition) differ
+    n = 130
     out_dir = tmp_path / "ev"
-    assert main(["evaluate", *PIXEL_ARGS[:4], "--method", "mse", "-q", "--out", str(out_dir)]) == 0
+    args = ["--n-catalog", str(n), "--folds", "2", "--method", "mse", "-q", "--out", str(out_dir)]
+    assert main(["evaluate", *args]) == 0
     capsys.readouterr()
     got = json.loads((out_dir / "results.json").read_text())["methods"]["mse"]
 
-    X, y = make_galaxies(N, image_size=64, random_state=0)
+    X, y = make_galaxies(n, image_size=64, random_state=0)
     flat = X.reshape(len(X), -1)
-    labels = np.empty((N, 10), dtype=y.dtype)
-    n_rel = np.empty(N, dtype=int)
+    labels = np.empty((n, 10), dtype=y.dtype)
+    folds = []
     for train, test in StratifiedKFold(2, shuffle=True, random_state=0).split(flat, y):
         nn = NearestGalaxy(metric="mse").fit(flat[train], y[train])
         labels[test] = y[train][nn.kneighbors(flat[test], 10, return_distance=False)]
-        n_rel[test] = [np.sum(y[train] == v) for v in y[test]]
-    assert got["precision_at_k_balanced"] == pytest.approx(
-        precision_at_k(y, labels, average="balanced")
-    )
-    assert got["precision_at_k_mean"] == pytest.approx(precision_at_k(y, labels))
-    assert got["map_at_k_balanced"] == pytest.approx(
-        mean_average_precision(y, labels, n_relevant=n_rel, average="balanced")
-    )
-    per_class = {name: got[f"precision_at_k[{name}]"] for name in GALAXY10_CLASSES}
+        n_rel = [np.sum(y[train] == v) for v in y[test]]
+        folds.append(
+            {
+                "balanced": precision_at_k(y[test], labels[test], average="balanced"),
+                "mean": precision_at_k(y[test], labels[test]),
+                "map": mean_average_precision(
+                    y[test], labels[test], n_relevant=n_rel, average="balanced"
+                ),
+                "per_class": [
+                    precision_at_k(y[test][y[test] == c], labels[test][y[test] == c])
+                    for c in range(10)
+                ],
+            }
+        )
+    per_fold = [f["balanced"] for f in folds]
+    assert got["precision_at_k_balanced_per_fold"] == pytest.approx(per_fold)
+    assert got["precision_at_k_balanced"] == pytest.approx(np.mean(per_fold))
+    assert got["precision_at_k_balanced_fold_sd"] == pytest.approx(np.std(per_fold, ddof=1))
+    pooled = precision_at_k(y, labels, average="balanced")
+    assert abs(got["precision_at_k_balanced"] - pooled) > 1e-4  # not the pooled figure
+    assert got["precision_at_k_mean"] == pytest.approx(np.mean([f["mean"] for f in folds]))
+    assert got["map_at_k_balanced"] == pytest.approx(np.mean([f["map"] for f in folds]))
+    per_class = np.mean([f["per_class"] for f in folds], axis=0)
     for c, name in enumerate(GALAXY10_CLASSES):
-        assert per_class[name] == pytest.approx(precision_at_k(y[y == c], labels[y == c]))
+        assert got[f"precision_at_k[{name}]"] == pytest.approx(per_class[c])
 
 
 # ------------------------------------------------------------------ deep methods

@@ -1,0 +1,55 @@
+"""HTML reports of searches and evaluations, rendered from Jinja2 templates.
+
+The templates ship as package data (``galaxysim/report/templates/*.html``) and every
+value rendered into them is escaped by the template engine. A :class:`Report` collects
+sections (one ``add_*`` function per section) and data files, each written atomically,
+and writes index.html last. :func:`write_search_report` and
+:func:`write_evaluation_report` compose the two reports of the ``galaxysim`` command;
+:func:`format_table` and :func:`format_scores` are the text tables it prints.
+"""
+
+from galaxysim.report._labels import label_name
+from galaxysim.report._page import Report, save_figure, table
+from galaxysim.report._sections import (
+    SearchResult,
+    add_confusion_matrix,
+    add_generated,
+    add_latent_map,
+    add_neighbours,
+    add_per_class_precision,
+    add_precision_curves,
+    add_reconstructions,
+    add_scores,
+    add_training_curves,
+)
+from galaxysim.report._summary import classifier_summary, evaluation_summary
+from galaxysim.report._text import format_scores, format_table
+from galaxysim.report._write import (
+    neighbours_csv,
+    write_evaluation_report,
+    write_search_report,
+)
+
+__all__ = [
+    "Report",
+    "SearchResult",
+    "add_confusion_matrix",
+    "add_generated",
+    "add_latent_map",
+    "add_neighbours",
+    "add_per_class_precision",
+    "add_precision_curves",
+    "add_reconstructions",
+    "add_scores",
+    "add_training_curves",
+    "classifier_summary",
+    "evaluation_summary",
+    "format_scores",
+    "format_table",
+    "label_name",
+    "neighbours_csv",
+    "save_figure",
+    "table",
+    "write_evaluation_report",
+    "write_search_report",
+]

@@ -1,0 +1,74 @@
+"""Plain-text tables of results, as the ``galaxysim`` command prints them."""
+
+import numpy as np
+
+from galaxysim.report._summary import evaluation_summary
+
+__all__ = ["format_scores", "format_table"]
+
+
+def format_table(result):
+    """The ranked table of one method's neighbours, as text.
+
+    Parameters
+    ----------
+    result : SearchResult
+        The neighbours.
+
+    Returns
+    -------
+    text : str
+
+    Examples
+    --------
+    >>> from galaxysim.report import SearchResult
+    >>> print(format_table(SearchResult("mse", [0.5], [3], ["Round Smooth"], title="mse: top 1")))
+    mse: top 1
+    rank   index  label                       distance
+       1       3  Round Smooth                0.5
+    """
+    lines = [
+        f"{result.title or result.method}",
+        f"{'rank':>4}  {'index':>6}  {'label':<26}  distance",
+    ]
+    for rank, index, name, dist in result.rows:
+        lines.append(f"{rank:>4}  {index:>6}  {name:<26}  {dist:.6g}")
+    return "\n".join(lines)
+
+
+def format_scores(results, label_names=None):
+    """The cross-validated scores of every method, one line each, as text.
+
+    Columns: balanced precision@k (mean over folds) and its sd over folds, mean
+    precision@k, balanced mAP@k, the CNN's balanced accuracy (``-`` for methods
+    without a classifier), fit and query seconds per fold.
+
+    Parameters
+    ----------
+    results : dict of str to SearchCVResult or list of SearchCVResult
+        One per method.
+    label_names : list of str, default=None
+        Names of int labels.
+
+    Returns
+    -------
+    text : str
+    """
+    results = list(results.values()) if isinstance(results, dict) else list(results)
+    k = results[0].k if results else 10
+    head = (
+        f"{'method':<8} {'bal p@' + str(k):>9} {'sd':>6} {'mean p@' + str(k):>10} "
+        f"{'bal mAP@' + str(k):>10} {'CNN bal acc':>11} {'fit s':>8} {'query s':>8}"
+    )
+    lines = [head]
+    for res in results:
+        row = evaluation_summary(res, label_names)
+        acc = row["cnn_balanced_accuracy"]
+        lines.append(
+            f"{res.method:<8} {row['precision_at_k_balanced']:>9.3f} "
+            f"{row['precision_at_k_balanced_fold_sd']:>6.3f} "
+            f"{row['precision_at_k_mean']:>10.3f} {row['map_at_k_balanced']:>10.3f} "
+            f"{'-' if np.isnan(acc) else f'{acc:.3f}':>11} "
+            f"{row['fit_seconds_per_fold']:>8.2f} {row['query_seconds_per_fold']:>8.2f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""The two reports, composed of sections: similarity search and evaluation."""
+
+import csv
+import io
+from collections.abc import Mapping
+
+import numpy as np
+
+from galaxysim.report._labels import label_name
+from galaxysim.report._page import Report
+from galaxysim.report._sections import (
+    add_confusion_matrix,
+    add_generated,
+    add_latent_map,
+    add_neighbours,
+    add_per_class_precision,
+    add_precision_curves,
+    add_reconstructions,
+    add_scores,
+    add_training_curves,
+)
+from galaxysim.report._summary import class_counts, classifier_summary, evaluation_summary
+
+__all__ = [
+    "neighbours_csv",
+    "write_evaluation_report",
+    "write_search_report",
+]
+
+
+def _csv_value(v):
+    if isinstance(v, float):
+        return "" if np.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def _results_csv(rows):
+    buf = io.StringIO()
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(v) for key, v in row.items()})
+    return buf.getvalue()
+
+
+def neighbours_csv(results):
+    """CSV text of ranked neighbours: method, rank, index, label, distance.
+
+    Examples
+    --------
+    >>> from galaxysim.report import SearchResult
+    >>> neighbours_csv([SearchResult("mse", [0.5], [3], ["a"])]).splitlines()
+    ['method,rank,index,label,distance', 'mse,1,3,a,0.5']
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["method", "rank", "index", "label", "distance"])
+    for res in results:
+        for rank, index, name, dist in res.rows:
+            writer.writerow([res.method, rank, index, name, f"{dist:.8g}"])
+    return buf.getvalue()
+
+
+def write_search_report(
+    out_dir, results, *, query_image, catalogue_images, summary, extra_figures=()
+):
+    """Write a similarity-search report: one montage per method, results.csv, index.html.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Report folder (created).
+    results : list of SearchResult
+        One entry per method.
+    query_image : ndarray of shape (1, H, W, C)
+        The query as searched.
+    catalogue_images : ndarray of shape (n, H, W, C)
+        The catalogue, indexed by ``SearchResult.indices``.
+    summary : dict
+        Key/value lines shown at the top of the page (catalogue, query, ...).
+    extra_figures : sequence of (title, filename, Figure), default=()
+        Further figures to save and show.
+
+    Returns
+    -------
+    index : pathlib.Path
+        Path of index.html, written last.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from galaxysim.report import SearchResult
+    >>> images = np.zeros((3, 8, 8, 3), np.uint8)
+    >>> res = SearchResult("mse", [0.0, 1.0], [2, 0], ["a & b", "c"])
+    >>> index = write_search_report(tempfile.mkdtemp(), [res], query_image=images[:1],
+    ...                             catalogue_images=images, summary={"query": "toy"})
+    >>> sorted(p.name for p in index.parent.iterdir())
+    ['index.html', 'montage_mse.png', 'results.csv']
+    >>> "a &amp; b" in index.read_text(encoding="utf-8")
+    True
+    """
+    report = Report(out_dir, "galaxysim similarity search")
+    for res in results:
+        add_neighbours(report, res, query_image=query_image, catalogue_images=catalogue_images)
+    for title, filename, fig in extra_figures:
+        report.add_figure(title, filename, fig)
+    report.write_text("results.csv", neighbours_csv(results))
+    return report.finish(summary)
+
+
+def write_evaluation_report(
+    out_dir,
+    cv_results,
+    *,
+    y,
+    label_names=None,
+    facts=None,
+    search_results=(),
+    query_image=None,
+    query_desc="query",
+    catalogue_images=None,
+    models=None,
+    random_state=0,
+):
+    """Write an evaluation report: index.html, PNGs, results.csv, results.json, neighbours.csv.
+
+    Sections: the cross-validated scores (and per class), precision@k curves,
+    precision per class, the confusion matrix of every method whose classifier
+    predicted, then for the query the neighbour montage of every method, and for every
+    deep model the training curves, reconstructions and latent map (autoencoders) and
+    generated images (VAEs).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Report folder (created).
+    cv_results : dict of str to SearchCVResult or list of SearchCVResult
+        Cross-validated results, one per method (:func:`~galaxysim.model_selection.cross_validate_search`).
+    y : ndarray of shape (n_samples,)
+        Catalogue labels (class counts, chance levels, the latent map's colours).
+    label_names : list of str, default=None
+        Names of int labels.
+    facts : dict, default=None
+        Key/value lines at the top of the page (and in results.json).
+    search_results : list of SearchResult, default=()
+        The query's neighbours per method, from models fitted on the whole catalogue.
+    query_image : ndarray of shape (1, H, W, C), default=None
+        The query; needed with ``search_results`` or ``models``.
+    query_desc : str, default="query"
+        What the query is ("Milky Way model").
+    catalogue_images : ndarray of shape (n_samples, H, W, C), default=None
+        The catalogue; needed with ``search_results`` or ``models``.
+    models : dict of str to fitted model, default=None
+        Deep models fitted on the whole catalogue, by method: training curves where
+        a model has ``history_``, reconstructions and latent map where it has
+        ``reconstruct``, generated images where it has ``generate_like``.
+    random_state : int, default=0
+        Seed of the generated images and of the example galaxy shown for each class.
+
+    Returns
+    -------
+    index : pathlib.Path
+        Path of index.html, written last.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from galaxysim.datasets import make_galaxies
+    >>> from galaxysim.model_selection import cross_validate_search
+    >>> from galaxysim.neighbors import NearestGalaxy
+    >>> from galaxysim.pipeline import make_search_pipeline
+    >>> from galaxysim.preprocessing import PixelFlatten
+    >>> X, y = make_galaxies(40, image_size=16, random_state=0)
+    >>> pixels = make_search_pipeline(PixelFlatten(), NearestGalaxy())
+    >>> cv = cross_validate_search({"mse": pixels}, X, y, cv=2, k=3, random_state=0)
+    >>> index = write_evaluation_report(tempfile.mkdtemp(), cv, y=y)
+    >>> sorted(p.name for p in index.parent.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+    ['index.html', 'neighbours.csv', 'precision_curves.png', 'precision_per_class.png',
+     'results.csv', 'results.json']
+    """
+    results = list(cv_results.values()) if isinstance(cv_results, Mapping) else list(cv_results)
+    if not results:
+        raise ValueError("cv_results is empty.")
+    models = dict(models or {})
+    facts = dict(facts or {})
+    if (search_results or models) and (query_image is None or catalogue_images is None):
+        raise ValueError("search_results and models need query_image and catalogue_images.")
+    y = np.asarray(y)
+    report = Report(out_dir, "galaxysim evaluation")
+    k = results[0].k
+    labels = results[0].classes
+    class_names = [label_name(c, label_names) for c in labels]
+    rows = [evaluation_summary(res, label_names) for res in results]
+
+    add_scores(report, results, y=y, label_names=label_names)
+    add_precision_curves(report, results)
+    add_per_class_precision(report, results, y=y, label_names=label_names)
+    classifiers = {}
+    for res in results:
+        summary = classifier_summary(res, label_names)
+        if summary is not None:
+            classifiers[res.method] = summary
+            add_confusion_matrix(report, res, label_names=label_names)
+
+    # the query's neighbours and the deep models, all fitted on the whole catalogue
+    for res in search_results:
+        add_neighbours(
+            report,
+            res,
+            query_image=query_image,
+            catalogue_images=catalogue_images,
+            query_title="query",
+            table_open=False,
+        )
+    for method, model in models.items():
+        if getattr(model, "history_", None):
+            add_training_curves(report, model, method=method)
+    autoencoders = {m: model for m, model in models.items() if hasattr(model, "reconstruct")}
+    if autoencoders:
+        rng = np.random.default_rng(random_state)
+        examples = np.array([rng.choice(np.flatnonzero(y == c)) for c in labels])
+        shown = np.concatenate([query_image, catalogue_images[examples]])
+        for method, model in autoencoders.items():
+            add_reconstructions(report, model, shown, method=method, titles=["query", *class_names])
+            add_latent_map(
+                report,
+                model,
+                catalogue_images,
+                y,
+                method=method,
+                label_names=label_names,
+                query_image=query_image,
+                query_desc=query_desc,
+            )
+    for method, model in models.items():
+        if hasattr(model, "generate_like"):
+            add_generated(
+                report,
+                model,
+                query_image,
+                method=method,
+                query_desc=query_desc,
+                random_state=random_state,
+            )
+
+    # data files, then index.html
+    report.write_text("results.csv", _results_csv(rows))
+    report.write_text("neighbours.csv", neighbours_csv(search_results))
+    report.write_json(
+        "results.json",
+        {
+            **{key: str(v) for key, v in facts.items()},
+            "k": k,
+            "classes": class_names,
+            "class_counts": class_counts(results, y, label_names),
+            "methods": {
+                row["method"]: {
+                    **row,
+                    "precision_at_k_curve_balanced": res.mean("precision_curve_balanced"),
+                    "precision_at_k_curve_mean": res.mean("precision_curve_mean"),
+                    "precision_at_k_balanced_per_fold": res.fold_scores["precision_balanced"],
+                    "fit_seconds": res.fit_time,
+                    "query_seconds": res.query_time,
+                    **(
+                        {"classifier": classifiers[res.method]} if res.method in classifiers else {}
+                    ),
+                }
+                for row, res in zip(rows, results, strict=True)
+            },
+        },
+    )
+    return report.finish(facts)

@@ -1,0 +1,289 @@
+"""galaxysim.report: escaping by the template engine, package data, atomic writes with
+index.html last, UTF-8, and the columns of the data files."""
+
+import configparser
+import csv
+import importlib.resources
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.frozen import FrozenEstimator
+
+import galaxysim.report._page as page_module
+from galaxysim.datasets import make_galaxies
+from galaxysim.model_selection import cross_validate_search
+from galaxysim.neighbors import NearestGalaxy
+from galaxysim.pipeline import make_search_pipeline
+from galaxysim.preprocessing import PixelFlatten
+from galaxysim.report import (
+    Report,
+    SearchResult,
+    format_scores,
+    format_table,
+    table,
+    write_evaluation_report,
+    write_search_report,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+NASTY = ["<script>alert(1)</script>", "a & b", 'Édge-on ✓ "quoted"', "d"]
+RESULTS_COLUMNS = [
+    "method",
+    "k",
+    "precision_at_k_balanced",
+    "precision_at_k_balanced_fold_sd",
+    "precision_at_k_mean",
+    "map_at_k_balanced",
+    "map_at_k_mean",
+    "fit_seconds_per_fold",
+    "query_seconds_per_fold",
+    *(f"precision_at_k[{n}]" for n in NASTY),
+    "cnn_accuracy",
+    "cnn_balanced_accuracy",
+]
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_galaxies(40, image_size=16, classes=[2, 4, 5, 8], random_state=0)
+    return X, np.searchsorted([2, 4, 5, 8], y)  # labels 0-3, named by NASTY
+
+
+def search_results(X, y, methods=("mse",), k=3):
+    out = []
+    for m in methods:
+        pipe = make_search_pipeline(PixelFlatten(), NearestGalaxy(metric=m)).fit(X, y)
+        dist, ind = pipe.kneighbors(X[:1], k)
+        out.append(SearchResult(m, dist[0], ind[0], [NASTY[v] for v in y[ind[0]]], title=m))
+    return out
+
+
+class CentroidModel(ClassifierMixin, TransformerMixin, BaseEstimator):
+    """A stand-in 'CNN' (nearest class centroid) so the report has a classifier, no torch."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        flat = X.reshape(len(X), -1).astype(float)
+        self.centroids_ = np.array([flat[y == c].mean(0) for c in self.classes_])
+        return self
+
+    def transform(self, X):
+        flat = X.reshape(len(X), -1).astype(float)
+        return -((flat[:, None, :] - self.centroids_[None]) ** 2).mean(-1)
+
+    def predict(self, X):
+        return self.classes_[self.transform(X).argmax(1)]
+
+
+def cv_results(X, y, k=3):
+    def build(X_train, y_train):
+        model = CentroidModel().fit(X_train, y_train)
+        return make_search_pipeline(FrozenEstimator(model), NearestGalaxy(metric="euclidean"))
+
+    searches = {"mse": make_search_pipeline(PixelFlatten(), NearestGalaxy()), "cnn": build}
+    return cross_validate_search(searches, X, y, cv=2, k=k, random_state=0)
+
+
+def assert_escaped(page):
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "a &amp; b" in page and "a & b" not in page
+    assert "Édge-on ✓ &#34;quoted&#34;" in page  # UTF-8 text, quotes escaped
+
+
+# ------------------------------------------------------------------ escaping, UTF-8
+def test_search_report_escapes_labels_and_facts(tmp_path, data):
+    X, _ = data
+    res = SearchResult("mse", [0.1, 0.2, 0.3, 0.4], [0, 1, 2, 3], NASTY, title="<em>mse</em>")
+    index = write_search_report(
+        tmp_path, [res], query_image=X[:1], catalogue_images=X, summary={"query": "<b>q</b>"}
+    )
+    page = index.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert_escaped(page)
+    assert "<th>query</th><td>&lt;b&gt;q&lt;/b&gt;</td>" in page
+    assert "<h2>&lt;em&gt;mse&lt;/em&gt;</h2>" in page
+    assert 'alt="&lt;em&gt;mse&lt;/em&gt;"' in page
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["method", "rank", "index", "label", "distance"]
+    assert [r["label"] for r in rows] == NASTY  # UTF-8, unescaped in the data file
+
+
+def test_evaluation_report_escapes_class_names(tmp_path, data):
+    X, y = data
+    cv = cv_results(X, y)
+    index = write_evaluation_report(
+        tmp_path,
+        cv,
+        y=y,
+        label_names=NASTY,
+        facts={"catalogue": "<i>toy</i>"},
+        search_results=search_results(X, y),
+        query_image=X[:1],
+        catalogue_images=X,
+    )
+    page = index.read_text(encoding="utf-8")
+    assert_escaped(page)
+    assert "&lt;i&gt;toy&lt;/i&gt;" in page
+    # the per-class table heads each class with its count; the CNN's recall table too
+    assert "<th>&lt;script&gt;alert(1)&lt;/script&gt; (10)</th>" in page
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page
+    # the page's own markup is not escaped
+    assert "<b>Balanced</b>" in page and "&middot;" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "confusion_cnn.png",
+        "index.html",
+        "montage_mse.png",
+        "neighbours.csv",
+        "precision_curves.png",
+        "precision_per_class.png",
+        "results.csv",
+        "results.json",
+    ]
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == RESULTS_COLUMNS
+    assert [r["method"] for r in rows] == ["mse", "cnn"]
+    assert rows[0]["cnn_accuracy"] == "" and 0 <= float(rows[1]["cnn_accuracy"]) <= 1
+    res = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert res["classes"] == NASTY and res["catalogue"] == "<i>toy</i>"
+    assert res["class_counts"] == dict.fromkeys(NASTY, 10)
+    cnn = res["methods"]["cnn"]
+    assert cnn["precision_at_k_balanced"] == pytest.approx(cv["cnn"].score)
+    assert cnn["precision_at_k_balanced_per_fold"] == pytest.approx(
+        cv["cnn"].fold_scores["precision_balanced"].tolist()
+    )
+    assert cnn["classifier"]["confusion_labels"] == NASTY
+    assert np.sum(cnn["classifier"]["confusion_matrix"]) == 40
+    assert "classifier" not in res["methods"]["mse"]
+
+
+def test_html_table_cells():
+    t = table(["a", "b", "c"], [["<x>", 0.25, float("nan")], ["y", 3, np.float32(1)]])
+    assert [c["num"] for c in t["header"]] == [False, False, False]
+    assert t["rows"][0] == [
+        {"text": "<x>", "num": False},  # escaped when rendered, not here
+        {"text": "0.250", "num": True},
+        {"text": "\N{EN DASH}", "num": True},
+    ]
+    assert t["rows"][1][1] == {"text": "3", "num": True}
+
+
+def test_sections_get_unique_anchors_and_a_nav(tmp_path):
+    report = Report(tmp_path, "t")
+    for _ in range(3):
+        report.add_section("Same & same", "figure.html", caption="", filename="x.png", alt="x")
+    page = report.finish({}).read_text(encoding="utf-8")
+    ids = re.findall(r'<section id="([^"]+)"', page)
+    assert ids == ["same-same", "same-same-2", "same-same-3"]
+    assert re.findall(r'<a href="#([^"]+)"', page) == ids
+    assert "<h2>Same &amp; same</h2>" in page
+
+
+def test_method_names_are_safe_file_names(tmp_path, data):
+    X, y = data
+    (res,) = search_results(X, y)
+    res.method = "../evil name"
+    write_search_report(tmp_path / "r", [res], query_image=X[:1], catalogue_images=X, summary={})
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "index.html",
+        "montage_evil_name.png",
+        "results.csv",
+    ]
+    assert not (tmp_path / "evil name.png").exists()
+
+
+# ------------------------------------------------------------------ package data
+def test_templates_are_package_data():
+    templates = importlib.resources.files("galaxysim.report") / "templates"
+    names = sorted(p.name for p in templates.iterdir() if p.name.endswith(".html"))
+    assert names == ["_macros.html", "figure.html", "neighbours.html", "page.html", "scores.html"]
+    # every template a module names exists, and setup.cfg ships them
+    source = "".join(
+        (REPO / "galaxysim" / "report" / f).read_text() for f in ("_page.py", "_sections.py")
+    )
+    for name in set(re.findall(r'"(\w+\.html)"', source)) - {"index.html"}:
+        assert name in names, name
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert "templates/*.html" in cfg["options.package_data"]["galaxysim.report"].split()
+    assert "jinja2>=3.1" in cfg["options"]["install_requires"].split()
+
+
+# ------------------------------------------------------------------ atomic, index last
+def record_writes(monkeypatch):
+    written = []
+    real = page_module.atomic_write
+
+    def recording(path, mode="wb"):
+        written.append(Path(path).name)
+        return real(path, mode)
+
+    monkeypatch.setattr(page_module, "atomic_write", recording)
+    return written
+
+
+def test_every_file_written_atomically_and_index_last(tmp_path, data, monkeypatch):
+    X, y = data
+    cv = cv_results(X, y)
+    written = record_writes(monkeypatch)
+    write_evaluation_report(
+        tmp_path,
+        cv,
+        y=y,
+        label_names=NASTY,
+        search_results=search_results(X, y),
+        query_image=X[:1],
+        catalogue_images=X,
+    )
+    assert written[-1] == "index.html" and written.count("index.html") == 1
+    assert sorted(written) == sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_a_failing_section_leaves_no_index(tmp_path, data, monkeypatch):
+    X, y = data
+    cv = cv_results(X, y)
+
+    class Broken:
+        def reconstruct(self, X):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_evaluation_report(
+            tmp_path, cv, y=y, models={"ae": Broken()}, query_image=X[:1], catalogue_images=X
+        )
+    assert not (tmp_path / "index.html").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_evaluation_report_needs_images_for_pictures(tmp_path, data):
+    X, y = data
+    with pytest.raises(ValueError, match="need query_image and catalogue_images"):
+        write_evaluation_report(tmp_path, cv_results(X, y), y=y, search_results=[object()])
+    with pytest.raises(ValueError, match="cv_results is empty"):
+        write_evaluation_report(tmp_path, {}, y=y)
+
+
+# ------------------------------------------------------------------ text tables
+def test_format_scores_and_table(data):
+    X, y = data
+    cv = cv_results(X, y, k=4)
+    lines = format_scores(cv, NASTY).splitlines()
+    assert lines[0].split() == [
+        *("method", "bal", "p@4", "sd", "mean", "p@4", "bal", "mAP@4", "CNN", "bal", "acc"),
+        *("fit", "s", "query", "s"),
+    ]
+    mse, cnn = (line.split() for line in lines[1:])
+    assert mse[0] == "mse" and float(mse[1]) == pytest.approx(cv["mse"].score, abs=6e-4)
+    assert float(mse[2]) == pytest.approx(cv["mse"].score_sd, abs=6e-4)
+    assert mse[5] == "-" and cnn[5] != "-"
+    assert float(cnn[5]) == pytest.approx(cv["cnn"].mean("balanced_accuracy"), abs=6e-4)
+    (res,) = search_results(X, y)
+    text = format_table(res).splitlines()
+    assert text[0] == "mse" and text[1].split() == ["rank", "index", "label", "distance"]
+    assert len(text) == 2 + 3
