@@ -56,7 +56,9 @@ class SearchPipeline(Pipeline):
     """
 
     def _query(self, X):
-        return X if X is None else self[:-1].transform(X)
+        if X is None or len(self.steps) == 1:
+            return X
+        return self[:-1].transform(X)
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True, **kwargs):
         """Transform ``X`` through all steps but the last, then search.

@@ -222,3 +222,11 @@ def test_cnn_recipe_trains_an_unfitted_cnn_in_fit():
     scores = cnn.predict_proba(Xc[:4])
     by_hand = NearestGalaxy(n_neighbors=3, metric="euclidean").fit(cnn.predict_proba(Xc))
     np.testing.assert_array_equal(pipe.kneighbors(Xc[:4])[1], by_hand.kneighbors(scores)[1])
+
+
+def test_a_pipeline_of_only_the_search_step():
+    rows = PixelFlatten().fit_transform(X)
+    pipe = make_search_pipeline(NearestGalaxy(n_neighbors=3)).fit(rows, Y)
+    np.testing.assert_array_equal(
+        pipe.kneighbors(rows[:4])[1], NearestGalaxy(n_neighbors=3).fit(rows).kneighbors(rows[:4])[1]
+    )
