@@ -1,4 +1,9 @@
-"""``galaxysim`` command line: search, evaluate, and (with galaxysim.nn) train, generate."""
+"""``galaxysim`` command line: search, evaluate, and (with galaxysim.nn) train, generate.
+
+Argument parsing and composition of library calls only. galaxysim writes "catalogue"
+everywhere; the options keep the shorter spelling of astronomy command lines and
+query tools, ``--catalog`` and ``--n-catalog``.
+"""
 
 import argparse
 import sys
@@ -10,7 +15,7 @@ import numpy as np
 from galaxysim import GALAXY10_CLASSES, __version__
 from galaxysim.pipeline import DEEP_METHODS, METHODS
 
-DEFAULT_CATALOG_SIZE = 3000
+DEFAULT_CATALOGUE_SIZE = 3000
 DEFAULT_SEED = 0
 
 
@@ -21,6 +26,7 @@ class UserError(Exception):
 def _add_data_options(p):
     p.add_argument(
         "--catalog",
+        dest="catalogue",
         help="Galaxy10 HDF5 file or image folder (default: the built-in procedural catalogue)",
     )
     p.add_argument("--labels-csv", help="CSV with a `file` column and labels (image folders)")
@@ -35,8 +41,9 @@ def _add_data_options(p):
     p.add_argument("--image-size", type=int, default=64, help="side of the framed images")
     p.add_argument(
         "--n-catalog",
+        dest="n_catalogue",
         type=int,
-        default=DEFAULT_CATALOG_SIZE,
+        default=DEFAULT_CATALOGUE_SIZE,
         help="size of the built-in catalogue (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
@@ -174,18 +181,18 @@ def _add_model_options(p, required=False):
 
 
 # ------------------------------------------------------------------ data
-def load_catalog(args):
+def load_catalogue(args):
     """Return (images, labels, label names, description)."""
     from galaxysim.datasets import load_galaxy10, load_image_folder, make_galaxies
 
     verbose = not args.quiet
-    if args.catalog is None:
-        if args.n_catalog < 1:
+    if args.catalogue is None:
+        if args.n_catalogue < 1:
             raise UserError("--n-catalog must be at least 1.")
-        X, y = make_galaxies(args.n_catalog, image_size=args.image_size, random_state=args.seed)
-        desc = f"built-in procedural catalogue ({args.n_catalog} galaxies, seed {args.seed})"
+        X, y = make_galaxies(args.n_catalogue, image_size=args.image_size, random_state=args.seed)
+        desc = f"built-in procedural catalogue ({args.n_catalogue} galaxies, seed {args.seed})"
         return X, y, list(GALAXY10_CLASSES), desc
-    path = Path(args.catalog)
+    path = Path(args.catalogue)
     if not path.exists():
         raise UserError(f"catalogue {path} does not exist.")
     if path.is_dir():
@@ -338,7 +345,7 @@ def cmd_search(args):
     methods = parse_methods(args.method)
     if args.k < 1:
         raise UserError("-k must be at least 1.")
-    X, y, names, cat_desc = load_catalog(args)
+    X, y, names, cat_desc = load_catalogue(args)
     query, q_desc = load_query(args, X)
     if (args.per_class or args.within) and y is None:
         raise UserError("--per-class and --within need labels (give --labels-csv).")
@@ -388,7 +395,7 @@ def cmd_train(args):
     bad = [m for m in methods if m not in DEEP_METHODS]
     if bad:
         raise UserError(f"train fits deep models only ({', '.join(DEEP_METHODS)}); got {bad}.")
-    X, y, _, cat_desc = load_catalog(args)
+    X, y, _, cat_desc = load_catalogue(args)
     print(f"catalogue: {cat_desc}")
     for method in methods:
         deep_model(method, args, X, y, load=False)  # replaces a saved model once trained
@@ -401,7 +408,7 @@ def cmd_generate(args):
 
     if args.n < 1:
         raise UserError("--n must be at least 1.")
-    X, y, _, cat_desc = load_catalog(args)
+    X, y, _, cat_desc = load_catalogue(args)
     vae = deep_model("vae", args, X, y)
     if args.like is None:
         images, title = vae.sample(args.n, random_state=args.seed), "VAE samples from noise"
@@ -428,7 +435,7 @@ def cmd_evaluate(args):
         raise UserError("-k must be at least 1.")
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1.")
-    X, y, names, cat_desc = load_catalog(args)
+    X, y, names, cat_desc = load_catalogue(args)
     if y is None:
         raise UserError("evaluate needs labels (give --labels-csv / --label-column).")
     labels, counts = np.unique(y, return_counts=True)
