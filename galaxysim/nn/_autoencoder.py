@@ -9,20 +9,12 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from galaxysim.nn._base import (
-    INFER_BATCH_SIZE,
-    RUNTIME_PARAMS_DOC,
-    _AENet,
-    _TorchImageEstimator,
-    _VAENet,
-    autocast,
-    check_flag,
-    check_nn_images,
-    compute_settings,
-    dihedral_mean,
-    tensor_to_images,
-)
+from galaxysim.nn._augment import dihedral_mean
+from galaxysim.nn._estimator import _TorchImageEstimator
 from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
+from galaxysim.nn._nets import _AENet, _VAENet
+from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, autocast, check_flag, compute_settings
+from galaxysim.nn._tensors import INFER_BATCH_SIZE, check_nn_images, tensor_to_images
 
 __all__ = ["AEEncoder", "VAEEncoder"]
 

@@ -8,14 +8,11 @@ from sklearn.base import ClassifierMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from galaxysim import GALAXY10_GROUPS
-from galaxysim.nn._base import (
-    RUNTIME_PARAMS_DOC,
-    _GalaxyNet,
-    _TorchImageEstimator,
-    check_flag,
-    check_nn_images,
-)
+from galaxysim.nn._estimator import _TorchImageEstimator
 from galaxysim.nn._modules import CNNClassifierModule
+from galaxysim.nn._nets import _GalaxyNet
+from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, check_flag
+from galaxysim.nn._tensors import check_nn_images
 from galaxysim.utils.validation import check_labels
 
 __all__ = ["CNNScorer"]

@@ -35,14 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "CNNClassifierModule",
-    "ConvAutoencoderModule",
-    "ConvVAEModule",
-    "Dropout",
-    "FewOutputsConv2d",
-    "MaxPool2x2",
-]
+__all__ = ["CNNClassifierModule", "ConvAutoencoderModule", "ConvVAEModule"]
 
 _MASK_LEVELS = 65536  # the mask compares 16 random bits per element with a threshold
 

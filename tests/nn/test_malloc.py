@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-import galaxysim.nn._base as base
+import galaxysim.nn._runtime as base
 
 
 class FakeLibc:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from galaxysim.nn import AEEncoder, CNNScorer, VAEEncoder
-from galaxysim.nn._base import autocast, check_precision, to_float32
+from galaxysim.nn._runtime import autocast, check_precision, to_float32
 
 ESTIMATORS = [
     (CNNScorer, {}),

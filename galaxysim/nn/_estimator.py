@@ -1,0 +1,197 @@
+"""The base of the galaxysim torch estimators (private)."""
+
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import EarlyStopping, LRScheduler
+
+from galaxysim.nn._nets import _ArrayIterator, _EpochProgress, _IndexSplit
+from galaxysim.nn._runtime import (
+    check_precision,
+    compute_settings,
+    resolve_device,
+    seed_from,
+    seeded,
+)
+from galaxysim.nn._tensors import (
+    BF16_INFER_BATCH_SIZE,
+    INFER_BATCH_SIZE,
+    MEMORY_FORMAT,
+    check_nn_images,
+    inference,
+)
+
+
+class _TorchImageEstimator(BaseEstimator):
+    """Fit scaffolding shared by the galaxysim torch estimators (private)."""
+
+    _progress_desc = "training"
+
+    _PARAMS_ADDED_LATER = {"precision": "float32"}
+    """Parameters added after models were first saved, each with the value that an
+    estimator pickled before it behaves as (filled in on unpickling)."""
+
+    def __setstate__(self, state):
+        for name, value in self._PARAMS_ADDED_LATER.items():
+            state.setdefault(name, value)
+        super().__setstate__(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = False
+        return tags
+
+    def _check_common_params(self):
+        for name in ("max_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}.")
+        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
+        vf = self.validation_fraction
+        if vf is not None and not (0 <= vf < 1):
+            raise ValueError(f"validation_fraction must be None or in [0, 1); got {vf!r}.")
+        check_precision(self.precision)
+
+    def _precision(self):
+        return check_precision(self.precision)
+
+    def _split(self, n, stratify, seed):
+        vf = self.validation_fraction
+        n_valid = int(math.ceil(n * vf)) if vf else 0
+        if n_valid == 0 or n - n_valid < 1:
+            return None
+        idx = np.arange(n)
+        try:
+            tr, va = train_test_split(
+                idx, test_size=n_valid, random_state=seed % 2**32, stratify=stratify
+            )
+        except ValueError:  # a class too small to stratify: plain random split
+            tr, va = train_test_split(idx, test_size=n_valid, random_state=seed % 2**32)
+        return _IndexSplit(np.sort(tr), np.sort(va))
+
+    def _fit_net(
+        self,
+        X,
+        y,
+        *,
+        net_cls,
+        module,
+        module_params,
+        criterion=None,
+        stratify=None,
+        balanced=False,
+        net_params=None,
+        module_init=None,
+        restore_best=None,
+        one_cycle=False,
+    ):
+        """Build and train the skorch net; ``restore_best`` names a validation score
+        (higher is better) whose best epoch's weights are kept instead of the last's
+        (``False``: the last epoch's, still recording ``best_epoch_``); ``one_cycle``
+        schedules the learning rate per batch with torch's ``OneCycleLR`` peaking at
+        ``lr``."""
+        self._check_common_params()
+        device = resolve_device(self.device)
+        seed = seed_from(self.random_state)
+        split = self._split(len(X), stratify, seed)
+        callbacks = []
+        if self.verbose:
+            callbacks.append(("progress", _EpochProgress(self._progress_desc, self.verbose)))
+        if restore_best and split is not None:
+            # skorch's early stopping with a patience it never reaches: it only keeps a
+            # copy of the best epoch's weights and loads them when training ends
+            keep_best = EarlyStopping(
+                monitor=restore_best,
+                lower_is_better=False,
+                patience=self.max_epochs + 1,
+                threshold=0,
+                load_best=True,  # says so with skorch's epoch table (verbose >= 2)
+            )
+            callbacks.append(("restore_best", keep_best))
+        if one_cycle:
+            n_train = len(X) if split is None else len(split.train_idx)
+            schedule = LRScheduler(
+                policy=torch.optim.lr_scheduler.OneCycleLR,
+                max_lr=self.lr,
+                total_steps=self.max_epochs * math.ceil(n_train / self.batch_size),
+                step_every="batch",
+            )
+            callbacks.append(("lr_schedule", schedule))
+        params = {f"module__{k}": v for k, v in module_params.items()}
+        params.update(net_params or {})
+        params["precision"] = self.precision
+        net = net_cls(
+            module,
+            criterion=criterion or torch.nn.MSELoss,  # the AE nets compute their own loss
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train=_ArrayIterator,
+            iterator_train__shuffle=True,
+            iterator_train__balanced=balanced,
+            iterator_valid=_ArrayIterator,
+            train_split=split,
+            device=device,
+            verbose=max(0, int(self.verbose) - 1),  # skorch's epoch table at verbose >= 2
+            callbacks=callbacks,
+            **params,
+        )
+        with seeded(seed, device), compute_settings(self.n_threads):
+            net.initialize()
+            if module_init is not None:
+                module_init(net.module_)
+            net.module_.to(memory_format=MEMORY_FORMAT)
+            net.partial_fit(X, y)  # fit() would re-initialize the module
+        net.train_split = None  # holds only indices, but they mean nothing after fit
+        net.module_.eval()
+        self.net_ = net
+        if restore_best is not None:
+            self.best_epoch_ = len(net.history)
+            if restore_best and split is not None:
+                keep_best = dict(net.callbacks_)["restore_best"]
+                if keep_best.best_epoch_:  # 0: no finite score, the last epoch was kept
+                    self.best_epoch_ = int(keep_best.best_epoch_)
+                keep_best.best_model_weights_ = None  # the module holds them; don't pickle twice
+        keep = (
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "train_bacc",
+            "valid_loss",
+            "valid_acc",
+            "valid_bacc",
+            "dur",
+        )
+        self.history_ = [
+            {k: (int(row[k]) if k == "epoch" else float(row[k])) for k in keep if k in row}
+            for row in net.history
+        ]
+        return self
+
+    def _infer(self, X, fn, batch_size=None):
+        check_is_fitted(self, "net_")
+        precision = self._precision()
+        if batch_size is None:
+            batch_size = INFER_BATCH_SIZE if precision == "float32" else BF16_INFER_BATCH_SIZE
+        with compute_settings(self.n_threads):
+            return inference(
+                self.net_.module_,
+                X,
+                fn,
+                device=self.net_.device,
+                batch_size=batch_size,
+                precision=precision,
+            )
+
+    def _validate_fitted(self, X, name="X"):
+        check_is_fitted(self, "net_")
+        return check_nn_images(X, name=name, image_shape=self.image_shape_)
