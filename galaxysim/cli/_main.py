@@ -548,9 +548,18 @@ COMMANDS = {
 
 
 def main(argv=None):
-    """Run the ``galaxysim`` command; returns the exit status."""
+    """Run the ``galaxysim`` command; returns the exit status.
+
+    Run as the process's command (``argv=None``), it first raises glibc's allocator
+    thresholds for the process (see the install page); called with an explicit ``argv``
+    from Python, it leaves the caller's process settings alone.
+    """
+    from galaxysim.cli._process import tune_allocator
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        tune_allocator()
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

@@ -13,7 +13,7 @@ from galaxysim.nn._augment import dihedral_mean
 from galaxysim.nn._estimator import _TorchImageEstimator
 from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
 from galaxysim.nn._nets import _AENet, _VAENet
-from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, autocast, check_flag, compute_settings
+from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, autocast, check_flag, torch_threads
 from galaxysim.nn._tensors import INFER_BATCH_SIZE, check_nn_images, tensor_to_images
 
 __all__ = ["AEEncoder", "VAEEncoder"]
@@ -138,7 +138,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         device = self.net_.device
         out = []
         with (
-            compute_settings(self.n_threads),
+            torch_threads(self.n_threads),
             torch.inference_mode(),
             autocast(device, self._precision()),
         ):

@@ -13,10 +13,10 @@ from skorch.callbacks import EarlyStopping, LRScheduler
 from galaxysim.nn._nets import _ArrayIterator, _EpochProgress, _IndexSplit
 from galaxysim.nn._runtime import (
     check_precision,
-    compute_settings,
     resolve_device,
     seed_from,
     seeded,
+    torch_threads,
 )
 from galaxysim.nn._tensors import (
     BF16_INFER_BATCH_SIZE,
@@ -145,7 +145,7 @@ class _TorchImageEstimator(BaseEstimator):
             callbacks=callbacks,
             **params,
         )
-        with seeded(seed, device), compute_settings(self.n_threads):
+        with seeded(seed, device), torch_threads(self.n_threads):
             net.initialize()
             if module_init is not None:
                 module_init(net.module_)
@@ -182,7 +182,7 @@ class _TorchImageEstimator(BaseEstimator):
         precision = self._precision()
         if batch_size is None:
             batch_size = INFER_BATCH_SIZE if precision == "float32" else BF16_INFER_BATCH_SIZE
-        with compute_settings(self.n_threads):
+        with torch_threads(self.n_threads):
             return inference(
                 self.net_.module_,
                 X,

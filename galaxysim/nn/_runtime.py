@@ -1,11 +1,7 @@
-"""How the estimators run torch: device, seeding, threads, allocator, precision."""
+"""How the estimators run torch: device, seeding, threads, precision."""
 
 import contextlib
-import ctypes
 import numbers
-import os
-import sys
-import threading
 
 import numpy as np
 import torch
@@ -124,95 +120,6 @@ def torch_threads(n_threads):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-MALLOC_ENV = "GALAXYSIM_TUNE_MALLOC"
-"""Set this environment variable to ``0`` to leave glibc's allocator settings alone."""
-
-_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
-_M_MMAP_THRESHOLD = -3
-_TUNED_MMAP_THRESHOLD = 512 << 20
-_TUNED_TRIM_THRESHOLD = 1 << 30
-# where glibc's dynamic thresholds end up after large frees (DEFAULT_MMAP_THRESHOLD_MAX
-# on 64-bit, and twice that): what is set back when the outermost block ends
-_RESTORED_MMAP_THRESHOLD = 32 << 20
-_RESTORED_TRIM_THRESHOLD = 64 << 20
-_malloc_lock = threading.Lock()
-_malloc_depth = 0
-
-
-def _glibc_for_tuning():
-    """glibc's handle when galaxysim may tune it, else None."""
-    if not sys.platform.startswith("linux") or os.environ.get(MALLOC_ENV, "1") == "0":
-        return None
-    if "malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
-        k.startswith("MALLOC_") and k.endswith("_") for k in os.environ
-    ):
-        return None  # the user configured glibc's allocator
-    if any(a in os.environ.get("LD_PRELOAD", "") for a in ("jemalloc", "tcmalloc", "mimalloc")):
-        return None  # another allocator replaces malloc
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 (glibc only, not musl)
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except (OSError, AttributeError):
-        return None
-
-
-@contextlib.contextmanager
-def malloc_tuned():
-    """Let glibc reuse freed activation buffers instead of mapping fresh pages each batch.
-
-    glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh
-    ``mmap`` pages, which the kernel zero-fills on first touch, and gives them back on
-    ``free``. A 64x64x32 float32 activation of a 64-image batch is 33.5 MB, so every
-    batch page-faults its largest tensors in again: on a 2-core CPU that made the first
-    convolution 4x slower and training 1.4x slower (``benchmarks/bench_nn.py``). Inside
-    this block the mmap and trim thresholds are raised (512 MiB and 1 GiB) so those
-    buffers are reused; when the outermost block ends they are set to where glibc's own
-    dynamic thresholds end up after large frees (32 and 64 MiB) and ``malloc_trim(0)``
-    returns the freed memory to the system. Measured on 2,048 images (CNN then AE, one
-    epoch each): peak memory 852 MB instead of 754, memory held afterwards 483 MB
-    instead of 655.
-
-    Nothing is changed off Linux/glibc, when ``GALAXYSIM_TUNE_MALLOC=0``, when the user
-    set glibc's ``MALLOC_*_`` variables or malloc tunables, or when jemalloc, tcmalloc
-    or mimalloc is preloaded. Nested and concurrent blocks are counted.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> with malloc_tuned():
-    ...     a = np.ones((64, 64, 64, 32), np.float32)
-    >>> a.nbytes
-    33554432
-    """
-    global _malloc_depth
-    libc = _glibc_for_tuning()
-    if libc is None:
-        yield
-        return
-    with _malloc_lock:
-        if _malloc_depth == 0:
-            libc.mallopt(_M_MMAP_THRESHOLD, _TUNED_MMAP_THRESHOLD)
-            libc.mallopt(_M_TRIM_THRESHOLD, _TUNED_TRIM_THRESHOLD)
-        _malloc_depth += 1
-    try:
-        yield
-    finally:
-        with _malloc_lock:
-            _malloc_depth -= 1
-            if _malloc_depth == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, _RESTORED_MMAP_THRESHOLD)
-                libc.mallopt(_M_TRIM_THRESHOLD, _RESTORED_TRIM_THRESHOLD)
-                libc.malloc_trim(0)
-
-
-@contextlib.contextmanager
-def compute_settings(n_threads):
-    """``torch_threads(n_threads)`` and ``malloc_tuned()``: how the estimators run torch."""
-    with torch_threads(n_threads), malloc_tuned():
-        yield
 
 
 def check_flag(value, name):
