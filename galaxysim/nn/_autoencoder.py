@@ -55,10 +55,6 @@ _COMMON_PARAMS_DOC = (
 class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _TorchImageEstimator):
     _module = None
     _net_cls = None
-    _PARAMS_ADDED_LATER = {
-        **_TorchImageEstimator._PARAMS_ADDED_LATER,
-        "orientation_invariant": False,
-    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -165,13 +165,6 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # models pickled before these existed trained with a constant rate, kept the last epoch
-    _PARAMS_ADDED_LATER = {
-        **_TorchImageEstimator._PARAMS_ADDED_LATER,
-        "lr_schedule": "constant",
-        "restore_best": False,
-    }
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True

@@ -32,15 +32,6 @@ class _TorchImageEstimator(BaseEstimator):
 
     _progress_desc = "training"
 
-    _PARAMS_ADDED_LATER = {"precision": "float32"}
-    """Parameters added after models were first saved, each with the value that an
-    estimator pickled before it behaves as (filled in on unpickling)."""
-
-    def __setstate__(self, state):
-        for name, value in self._PARAMS_ADDED_LATER.items():
-            state.setdefault(name, value)
-        super().__setstate__(state)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False

@@ -118,10 +118,9 @@ class _GalaxyNet(NeuralNet):
 
     def forward_module(self, x, **fit_params):
         """The module's forward pass, under autocast for bfloat16, with float32 outputs."""
-        precision = getattr(self, "precision", "float32")  # nets pickled before it existed
-        if precision == "float32":
+        if self.precision == "float32":
             return self.module_(x, **fit_params)
-        with autocast(self.device, precision):
+        with autocast(self.device, self.precision):
             out = self.module_(x, **fit_params)
         return to_float32(out)
 

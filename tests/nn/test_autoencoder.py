@@ -70,17 +70,6 @@ def test_determinism_and_pickle(fitted, blobs):
     )
 
 
-def test_model_pickled_before_the_later_parameters_existed(fitted, blobs):
-    state = fitted.__getstate__()
-    for name in ("orientation_invariant", "precision"):
-        del state[name]
-    old = AEEncoder.__new__(AEEncoder)
-    old.__setstate__(state)
-    params = old.get_params()  # clone and repr need every parameter
-    assert params["orientation_invariant"] is False and params["precision"] == "float32"
-    np.testing.assert_array_equal(old.transform(blobs[0]), fitted.transform(blobs[0]))
-
-
 def test_batch_order_and_dtype_invariance(fitted, blobs):
     X, _ = blobs
     full = fitted.transform(X)
