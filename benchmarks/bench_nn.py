@@ -176,7 +176,7 @@ def bench(n_train, n_infer, threads, batch_size, epochs, precision="float32", re
         max_epochs=epochs,
         batch_size=batch_size,
         validation_fraction=None,
-        n_threads=threads,
+        n_jobs=threads,
         precision=precision,
         random_state=0,
     )

@@ -151,7 +151,7 @@ def part_gz1(args):
         per = {k: [] for k in res}
         for f, (tr, te) in enumerate(folds.split(X, y)):
             t0 = time.perf_counter()
-            cnn = CNNScorer(max_epochs=args.epochs, random_state=seed, n_threads=THREADS)
+            cnn = CNNScorer(max_epochs=args.epochs, random_state=seed, n_jobs=THREADS)
             cnn.fit(X[tr], y[tr])
             pred = cnn.predict(X[te])
             per["bacc"].append(balanced_accuracy_score(y[te], pred))
@@ -165,7 +165,7 @@ def part_gz1(args):
                 balanced_precision_at_k(cnn.transform(X[te]), y[te], cnn.transform(X[tr]), y[tr])
             )
             if not args.no_ae and seed in args.seeds[: args.ae_seeds]:
-                ae = AEEncoder(max_epochs=args.ae_epochs, random_state=seed, n_threads=THREADS)
+                ae = AEEncoder(max_epochs=args.ae_epochs, random_state=seed, n_jobs=THREADS)
                 ae.fit(X[tr])
                 for name, value in ae_precisions(ae, X[te], y[te], X[tr], y[tr]).items():
                     per[name].append(value)
@@ -220,7 +220,7 @@ def part_g10(args):
             restore_best=not args.g10_last_epoch,
             precision=args.g10_precision,
             random_state=seed,
-            n_threads=THREADS,
+            n_jobs=THREADS,
             verbose=args.verbose,
         ).fit(X[:5000], y[:5000])
         accs.append(cnn.score(X[5000:], y[5000:]))
@@ -245,7 +245,7 @@ def part_g10(args):
 def part_milkyway(args):
     X, y = make_galaxies(args.catalogue_size, image_size=64, random_state=0)
     mw = load_milky_way(kind="model", image_size=64)
-    cnn = CNNScorer(max_epochs=args.g10_epochs, random_state=0, n_threads=THREADS).fit(X, y)
+    cnn = CNNScorer(max_epochs=args.g10_epochs, random_state=0, n_jobs=THREADS).fit(X, y)
     nn = knn_indices(cnn.transform(mw), cnn.transform(X), k=10)[0]
     n_spiral = int(np.isin(y[nn], SPIRALS).sum())
     print(
@@ -256,7 +256,7 @@ def part_milkyway(args):
         f"  10 nearest in CNN score space: {n_spiral}/10 spirals (target >= 8): "
         + ", ".join(GALAXY10_CLASSES[v] for v in y[nn])
     )
-    vae = VAEEncoder(max_epochs=args.vae_epochs, random_state=0, n_threads=THREADS).fit(X)
+    vae = VAEEncoder(max_epochs=args.vae_epochs, random_state=0, n_jobs=THREADS).fit(X)
     gen = vae.generate_like(mw, 100, random_state=0)
     frac = float(np.isin(cnn.predict(gen), SPIRALS).mean())
     print(f"  generate_like(milky_way, 100): {frac:.0%} classified as spirals (target >= 80%)")

@@ -134,7 +134,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         device = self.net_.device
         out = []
         with (
-            torch_threads(self.n_threads),
+            torch_threads(self.n_jobs),
             torch.inference_mode(),
             autocast(device, self._precision()),
         ):
@@ -259,7 +259,7 @@ class AEEncoder(_BaseAutoencoder):
         batch_size=64,
         validation_fraction=0.1,
         device="cpu",
-        n_threads=None,
+        n_jobs=None,
         precision="float32",
         random_state=None,
         verbose=0,
@@ -273,7 +273,7 @@ class AEEncoder(_BaseAutoencoder):
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.device = device
-        self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
@@ -346,7 +346,7 @@ class VAEEncoder(_BaseAutoencoder):
         batch_size=64,
         validation_fraction=0.1,
         device="cpu",
-        n_threads=None,
+        n_jobs=None,
         precision="float32",
         random_state=None,
         verbose=0,
@@ -361,7 +361,7 @@ class VAEEncoder(_BaseAutoencoder):
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.device = device
-        self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose

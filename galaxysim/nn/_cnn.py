@@ -140,7 +140,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         validation_fraction=0.1,
         restore_best=True,
         device="cpu",
-        n_threads=None,
+        n_jobs=None,
         precision="float32",
         random_state=None,
         verbose=0,
@@ -160,7 +160,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         self.validation_fraction = validation_fraction
         self.restore_best = restore_best
         self.device = device
-        self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose

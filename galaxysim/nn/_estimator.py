@@ -136,7 +136,7 @@ class _TorchImageEstimator(BaseEstimator):
             callbacks=callbacks,
             **params,
         )
-        with seeded(seed, device), torch_threads(self.n_threads):
+        with seeded(seed, device), torch_threads(self.n_jobs):
             net.initialize()
             if module_init is not None:
                 module_init(net.module_)
@@ -173,7 +173,7 @@ class _TorchImageEstimator(BaseEstimator):
         precision = self._precision()
         if batch_size is None:
             batch_size = INFER_BATCH_SIZE if precision == "float32" else BF16_INFER_BATCH_SIZE
-        with torch_threads(self.n_threads):
+        with torch_threads(self.n_jobs):
             return inference(
                 self.net_.module_,
                 X,

@@ -7,25 +7,31 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
+from galaxysim.utils._threads import N_JOBS_DOC, effective_n_threads
+
 PRECISIONS = ("float32", "bfloat16")
 """Values of the estimators' ``precision`` parameter."""
 
 
-RUNTIME_PARAMS_DOC = """
+RUNTIME_PARAMS_DOC = (
+    """
     device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to train; ``"auto"`` uses a GPU when one is available.
-    n_threads : int, default=None
-        Torch threads during fit and inference; ``None`` keeps torch's setting.
+        Where to train; ``"auto"`` uses a GPU when one is available (``"cuda:N"``
+        names one GPU).
+    """
+    + N_JOBS_DOC
+    + """
+        Here: torch's intra-op threads, set for the duration of each call (``fit``,
+        ``transform``, ``predict``, ...) and restored afterwards.
     precision : {"float32", "bfloat16"}, default="float32"
         Arithmetic of the forward passes in training and inference. ``"bfloat16"`` runs
         them under ``torch.autocast`` (weights, gradients and the Adam state stay
-        float32; outputs are returned as float32): 1.2-1.5x faster on CPUs with
-        AVX512-BF16 or AMX and on recent GPUs. The CNN's accuracy on ``make_galaxies``
-        stayed within a point of float32's over three seeds (see the benchmarks page).
-        On a CPU without native bfloat16 it still runs, only slower than float32.
-        Results are deterministic for a given ``random_state`` in both precisions but
-        differ between them."""
-"""numpydoc entries of ``device``, ``n_threads`` and ``precision``, shared by the estimators."""
+        float32; outputs are returned as float32): faster on CPUs with AVX512-BF16 or
+        AMX and on recent GPUs, slower than float32 on a CPU without native bfloat16
+        (see the benchmarks page for speed and accuracy). Results are deterministic for
+        a given ``random_state`` in both precisions but differ between them."""
+)
+"""numpydoc entries of ``device``, ``n_jobs`` and ``precision``, shared by the estimators."""
 
 
 def resolve_device(device):
@@ -100,20 +106,26 @@ def seeded(seed, device="cpu"):
 
 
 @contextlib.contextmanager
-def torch_threads(n_threads):
-    """Set torch's intra-op threads for a block and restore them afterwards.
+def torch_threads(n_jobs):
+    """Set torch's intra-op threads for a block from ``n_jobs`` and restore them afterwards.
 
-    ``None`` leaves torch's setting alone; ``-1`` uses every core.
+    ``None`` leaves torch's setting alone; numbers have joblib's meaning (``-1``: every
+    core).
+
+    Examples
+    --------
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
     """
+    n_threads = effective_n_threads(n_jobs)
     if n_threads is None:
         yield
         return
-    if n_threads == -1:
-        import os
-
-        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if not isinstance(n_threads, numbers.Integral) or n_threads < 1:
-        raise ValueError(f"n_threads must be None, -1 or a positive int; got {n_threads!r}.")
     old = torch.get_num_threads()
     torch.set_num_threads(int(n_threads))
     try:
