@@ -7,14 +7,14 @@ import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
 from galaxysim.nn._augment import dihedral_mean
-from galaxysim.nn._estimator import _TorchImageEstimator
+from galaxysim.nn._estimator import MAX_WIDTH, _TorchImageEstimator
 from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
 from galaxysim.nn._nets import _AENet, _VAENet
-from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, autocast, check_flag, torch_threads
+from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, autocast, torch_threads
 from galaxysim.nn._tensors import INFER_BATCH_SIZE, check_nn_images, tensor_to_images
+from galaxysim.utils._sklearn_compat import Interval, Real, fit_context, positive_int
 
 __all__ = ["AEEncoder", "VAEEncoder"]
 
@@ -55,6 +55,11 @@ _COMMON_PARAMS_DOC = (
 class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _TorchImageEstimator):
     _module = None
     _net_cls = None
+    _parameter_constraints = {
+        **_TorchImageEstimator._parameter_constraints,
+        "latent_dim": [positive_int(MAX_WIDTH)],
+        "orientation_invariant": ["boolean"],
+    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -64,6 +69,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
     def _net_params(self):
         return {}
 
+    @fit_context
     def fit(self, X, y=None):
         """Train the network to reconstruct ``X`` (labels are ignored).
 
@@ -81,11 +87,8 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
             The fitted estimator.
         """
         X = check_nn_images(X)
-        if not isinstance(self.latent_dim, numbers.Integral) or self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive int; got {self.latent_dim!r}.")
         if len(X) < 2:
             raise ValueError(f"Got {len(X)} image; training needs at least 2 images.")
-        check_flag(self.orientation_invariant, "orientation_invariant")
         self.image_shape_ = tuple(X.shape[1:])
         self._fit_net(
             X,
@@ -98,7 +101,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
                 "image_size": X.shape[1:3],
                 "channels": self.channels,
             },
-            net_params={"augment": bool(self.augment), **self._net_params()},
+            net_params={"augment": self.augment, **self._net_params()},
             module_init=partial(_init_output_bias, channel_mean=_channel_mean(X)),
         )
         self._n_features_out = self.latent_dim
@@ -136,7 +139,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         with (
             torch_threads(self.n_jobs),
             torch.inference_mode(),
-            autocast(device, self._precision()),
+            autocast(device, self.precision),
         ):
             for start in range(0, len(Z), INFER_BATCH_SIZE):
                 z = torch.as_tensor(Z[start : start + INFER_BATCH_SIZE], device=device)
@@ -156,7 +159,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         images : ndarray of shape (n_samples, height, width, n_channels)
             uint8, the catalogue's format.
         """
-        check_is_fitted(self, "net_")
+        self._check_fitted()
         Z = np.asarray(X, dtype=np.float32)
         if Z.ndim == 1:
             Z = Z[np.newaxis]
@@ -332,6 +335,10 @@ class VAEEncoder(_BaseAutoencoder):
     _module = ConvVAEModule
     _net_cls = _VAENet
     _progress_desc = "VAE"
+    _parameter_constraints = {
+        **_BaseAutoencoder._parameter_constraints,
+        "beta": [Interval(Real, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -367,8 +374,6 @@ class VAEEncoder(_BaseAutoencoder):
         self.verbose = verbose
 
     def _net_params(self):
-        if not (isinstance(self.beta, numbers.Real) and self.beta >= 0):
-            raise ValueError(f"beta must be a non-negative number; got {self.beta!r}.")
         return {"beta": float(self.beta)}
 
     def _encode_fn(self):
@@ -392,7 +397,7 @@ class VAEEncoder(_BaseAutoencoder):
         images : ndarray of shape (n_samples, height, width, n_channels)
             uint8.
         """
-        check_is_fitted(self, "net_")
+        self._check_fitted()
         n_samples = _check_n(n_samples, "n_samples")
         rng = check_random_state(random_state)
         Z = rng.standard_normal((n_samples, self.latent_dim)).astype(np.float32)

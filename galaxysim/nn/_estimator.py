@@ -1,7 +1,6 @@
 """The base of the galaxysim torch estimators (private)."""
 
 import math
-import numbers
 
 import numpy as np
 import torch
@@ -11,13 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping, LRScheduler
 
 from galaxysim.nn._nets import _ArrayIterator, _EpochProgress, _IndexSplit
-from galaxysim.nn._runtime import (
-    check_precision,
-    resolve_device,
-    seed_from,
-    seeded,
-    torch_threads,
-)
+from galaxysim.nn._runtime import PRECISIONS, resolve_device, seed_from, seeded, torch_threads
 from galaxysim.nn._tensors import (
     BF16_INFER_BATCH_SIZE,
     INFER_BATCH_SIZE,
@@ -25,12 +18,47 @@ from galaxysim.nn._tensors import (
     check_nn_images,
     inference,
 )
+from galaxysim.utils._sklearn_compat import (
+    Integral,
+    Interval,
+    ParamsValidationMixin,
+    Real,
+    StrOptions,
+    positive_int,
+    positive_real,
+)
+
+MAX_WIDTH = 4096
+"""Upper bound of the layer widths (``channels``, ``hidden``, ``latent_dim``)."""
 
 
-class _TorchImageEstimator(BaseEstimator):
-    """Fit scaffolding shared by the galaxysim torch estimators (private)."""
+class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
+    """Fit scaffolding shared by the galaxysim torch estimators (private).
+
+    Parameters are validated against ``_parameter_constraints`` when ``fit`` starts
+    and again before each inference call (they can be changed with ``set_params``
+    in between).
+    """
 
     _progress_desc = "training"
+
+    _parameter_constraints = {
+        "channels": [positive_int(MAX_WIDTH)],
+        "augment": ["boolean"],
+        "max_epochs": [positive_int()],
+        "lr": [positive_real()],
+        "batch_size": [positive_int()],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="left")],
+        "device": [str],  # resolved (and checked against the hardware) in fit
+        "n_jobs": [
+            None,
+            Interval(Integral, None, -1, closed="right"),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "random_state": ["random_state"],
+        "verbose": ["verbose", "boolean"],
+    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -38,21 +66,6 @@ class _TorchImageEstimator(BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.non_deterministic = False
         return tags
-
-    def _check_common_params(self):
-        for name in ("max_epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}.")
-        if not (isinstance(self.lr, numbers.Real) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number; got {self.lr!r}.")
-        vf = self.validation_fraction
-        if vf is not None and not (0 <= vf < 1):
-            raise ValueError(f"validation_fraction must be None or in [0, 1); got {vf!r}.")
-        check_precision(self.precision)
-
-    def _precision(self):
-        return check_precision(self.precision)
 
     def _split(self, n, stratify, seed):
         vf = self.validation_fraction
@@ -89,7 +102,6 @@ class _TorchImageEstimator(BaseEstimator):
         (``False``: the last epoch's, still recording ``best_epoch_``); ``one_cycle``
         schedules the learning rate per batch with torch's ``OneCycleLR`` peaking at
         ``lr``."""
-        self._check_common_params()
         device = resolve_device(self.device)
         seed = seed_from(self.random_state)
         split = self._split(len(X), stratify, seed)
@@ -169,8 +181,8 @@ class _TorchImageEstimator(BaseEstimator):
         return self
 
     def _infer(self, X, fn, batch_size=None):
-        check_is_fitted(self, "net_")
-        precision = self._precision()
+        self._check_fitted()
+        precision = self.precision
         if batch_size is None:
             batch_size = INFER_BATCH_SIZE if precision == "float32" else BF16_INFER_BATCH_SIZE
         with torch_threads(self.n_jobs):
@@ -183,6 +195,11 @@ class _TorchImageEstimator(BaseEstimator):
                 precision=precision,
             )
 
-    def _validate_fitted(self, X, name="X"):
+    def _check_fitted(self):
+        """Raise unless fitted; validate the parameters (``set_params`` may have run)."""
         check_is_fitted(self, "net_")
+        self._validate_params()
+
+    def _validate_fitted(self, X, name="X"):
+        self._check_fitted()
         return check_nn_images(X, name=name, image_shape=self.image_shape_)

@@ -3,7 +3,6 @@
 import contextlib
 import numbers
 
-import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
@@ -132,42 +131,6 @@ def torch_threads(n_jobs):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def check_flag(value, name):
-    """Raise a ValueError naming ``name`` unless ``value`` is a bool (numpy's too).
-
-    Examples
-    --------
-    >>> check_flag(True, "augment")
-    >>> check_flag("yes", "augment")
-    Traceback (most recent call last):
-    ...
-    ValueError: augment must be True or False; got 'yes'.
-    """
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False; got {value!r}.")
-
-
-def check_precision(precision):
-    """Validate the ``precision`` parameter of the torch estimators.
-
-    Examples
-    --------
-    >>> check_precision("bfloat16")
-    'bfloat16'
-    >>> check_precision("float16")
-    Traceback (most recent call last):
-    ...
-    ValueError: precision must be 'float32' or 'bfloat16'; got 'float16'...
-    """
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(
-            f"precision must be 'float32' or 'bfloat16'; got {precision!r}. 'bfloat16' runs "
-            "the forward passes under torch.autocast (about 1.5x faster on CPUs with "
-            "AVX512-BF16 or AMX); 'float32' is the exact default."
-        )
-    return precision
 
 
 def autocast(device, precision):
