@@ -91,19 +91,31 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
             raise ValueError(f"Got {len(X)} image; training needs at least 2 images.")
         self.image_shape_ = tuple(X.shape[1:])
         self._fit_net(
-            X,
-            None,
-            net_cls=self._net_cls,
-            module=self._module,
-            module_params={
-                "latent_dim": self.latent_dim,
-                "in_channels": X.shape[3],
-                "image_size": X.shape[1:3],
-                "channels": self.channels,
-            },
-            net_params={"augment": self.augment, **self._net_params()},
-            module_init=partial(_init_output_bias, channel_mean=_channel_mean(X)),
+            X, None, module_init=partial(_init_output_bias, channel_mean=_channel_mean(X))
         )
+        self._n_features_out = self.latent_dim
+        return self
+
+    def _net_spec(self):
+        return {
+            "net_cls": self._net_cls,
+            "module": self._module,
+            "criterion": torch.nn.MSELoss,  # unused: the nets compute their own loss
+            "net_params": {"augment": self.augment, **self._net_params()},
+            "balanced": False,
+        }
+
+    def _module_params(self):
+        h, w, c = self.image_shape_
+        return {
+            "latent_dim": self.latent_dim,
+            "in_channels": c,
+            "image_size": (h, w),
+            "channels": self.channels,
+        }
+
+    def _restore_net(self, module_state, criterion_state):
+        super()._restore_net(module_state, criterion_state)
         self._n_features_out = self.latent_dim
         return self
 

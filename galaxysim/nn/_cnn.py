@@ -264,36 +264,43 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
                 "per class (and in practice many more). Pass more images or fewer classes."
             )
 
-        criterion = torch.nn.CrossEntropyLoss
         monitor = "valid_acc" if self.balance is None else "valid_bacc"
-        net_params = {"augment": self.augment, "record_accuracy": True}
+        criterion_params = {}
         if self.balance == "loss":
             counts = np.bincount(codes, minlength=n_out).astype(np.float64)
             weights = np.where(counts > 0, len(codes) / (n_out * np.maximum(counts, 1)), 0.0)
-            net_params["criterion__weight"] = torch.tensor(weights, dtype=torch.float32)
+            criterion_params["criterion__weight"] = torch.tensor(weights, dtype=torch.float32)
 
         self.classes_ = classes
         self.image_shape_ = tuple(X.shape[1:])
         return self._fit_net(
             X,
             codes,
-            net_cls=_GalaxyNet,
-            module=CNNClassifierModule,
-            module_params={
-                "n_classes": n_out,
-                "in_channels": X.shape[3],
-                "image_size": X.shape[1:3],
-                "channels": self.channels,
-                "hidden": self.hidden,
-                "dropout": self.dropout,
-            },
-            criterion=criterion,
             stratify=codes,
-            balanced=self.balance == "sampler",
-            net_params=net_params,
+            criterion_params=criterion_params,
             restore_best=monitor if self.restore_best else False,
             one_cycle=self.lr_schedule == "one-cycle",
         )
+
+    def _net_spec(self):
+        return {
+            "net_cls": _GalaxyNet,
+            "module": CNNClassifierModule,
+            "criterion": torch.nn.CrossEntropyLoss,
+            "net_params": {"augment": self.augment, "record_accuracy": True},
+            "balanced": self.balance == "sampler",
+        }
+
+    def _module_params(self):
+        h, w, c = self.image_shape_
+        return {
+            "n_classes": len(self.classes_),
+            "in_channels": c,
+            "image_size": (h, w),
+            "channels": self.channels,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+        }
 
     # -- inference ------------------------------------------------------------------------
 

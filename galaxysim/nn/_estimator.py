@@ -81,18 +81,52 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
             tr, va = train_test_split(idx, test_size=n_valid, random_state=seed % 2**32)
         return _IndexSplit(np.sort(tr), np.sort(va))
 
+    def _net_spec(self):
+        """What the fitted estimator's skorch net is made of (a dict).
+
+        ``net_cls``, ``module``, ``criterion``, ``net_params`` (extra arguments of the
+        net) and ``balanced`` (class-balanced batches), from the parameters and the
+        fitted attributes set before training; ``module_params`` comes from
+        :meth:`_module_params`.
+        """
+        raise NotImplementedError
+
+    def _module_params(self):
+        """The module's constructor arguments, from the parameters and fitted attributes."""
+        raise NotImplementedError
+
+    def _build_net(self, device, *, train_split=None, callbacks=(), criterion_params=None):
+        """The skorch net, uninitialised: the same construction for ``fit`` and loading."""
+        spec = self._net_spec()
+        params = {f"module__{k}": v for k, v in self._module_params().items()}
+        params.update(spec["net_params"])
+        params.update(criterion_params or {})
+        params["precision"] = self.precision
+        return spec["net_cls"](
+            spec["module"],
+            criterion=spec["criterion"],
+            optimizer=torch.optim.Adam,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train=_ArrayIterator,
+            iterator_train__shuffle=True,
+            iterator_train__balanced=spec["balanced"],
+            iterator_valid=_ArrayIterator,
+            train_split=train_split,
+            device=device,
+            verbose=max(0, int(self.verbose) - 1),  # skorch's epoch table at verbose >= 2
+            callbacks=list(callbacks),
+            **params,
+        )
+
     def _fit_net(
         self,
         X,
         y,
         *,
-        net_cls,
-        module,
-        module_params,
-        criterion=None,
         stratify=None,
-        balanced=False,
-        net_params=None,
+        criterion_params=None,
         module_init=None,
         restore_best=None,
         one_cycle=False,
@@ -128,25 +162,8 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
                 step_every="batch",
             )
             callbacks.append(("lr_schedule", schedule))
-        params = {f"module__{k}": v for k, v in module_params.items()}
-        params.update(net_params or {})
-        params["precision"] = self.precision
-        net = net_cls(
-            module,
-            criterion=criterion or torch.nn.MSELoss,  # the AE nets compute their own loss
-            optimizer=torch.optim.Adam,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            iterator_train=_ArrayIterator,
-            iterator_train__shuffle=True,
-            iterator_train__balanced=balanced,
-            iterator_valid=_ArrayIterator,
-            train_split=split,
-            device=device,
-            verbose=max(0, int(self.verbose) - 1),  # skorch's epoch table at verbose >= 2
-            callbacks=callbacks,
-            **params,
+        net = self._build_net(
+            device, train_split=split, callbacks=callbacks, criterion_params=criterion_params
         )
         with seeded(seed, device), torch_threads(self.n_jobs):
             net.initialize()
@@ -178,6 +195,24 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
             {k: (int(row[k]) if k == "epoch" else float(row[k])) for k in keep if k in row}
             for row in net.history
         ]
+        return self
+
+    def _restore_net(self, module_state, criterion_state):
+        """Rebuild ``net_`` from saved tensors (fitted attributes already set).
+
+        The module is built as ``fit`` builds it; its random initial weights are drawn
+        inside :func:`torch.random.fork_rng` (the caller's RNG is untouched) and then
+        replaced by ``module_state``.
+        """
+        device = resolve_device(self.device)
+        criterion_params = {f"criterion__{k}": v for k, v in criterion_state.items()}
+        net = self._build_net(device, criterion_params=criterion_params)
+        with seeded(0, device):
+            net.initialize()
+        net.module_.to(memory_format=MEMORY_FORMAT)
+        net.module_.load_state_dict(module_state, strict=True)
+        net.module_.eval()
+        self.net_ = net
         return self
 
     def _infer(self, X, fn, batch_size=None):
