@@ -24,8 +24,8 @@ _COMMON_PARAMS_DOC = (
         If True, ``transform`` returns the mean latent code of the image's 8 flips and
         90-degree rotations (4 flips for non-square images): every orientation of a
         galaxy gets the same code, so a search in latent space ranks by morphology, not
-        by position angle (on gz1-dev it lifts balanced precision@10; see the
-        benchmarks page). Encoding costs 8 forward passes. Decoding such a code gives a
+        by position angle (the benchmarks page shows what it does to retrieval).
+        Encoding costs 8 forward passes. Decoding such a code gives a
         symmetrised, blurrier galaxy; ``generate_like`` and ``interpolate`` always use
         the plain codes.
     channels : int, default=32

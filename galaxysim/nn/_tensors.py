@@ -120,7 +120,7 @@ def inference(module, X, fn, *, device="cpu", batch_size=INFER_BATCH_SIZE, preci
         ``fn(module, x)`` returning a tensor with one row per image.
     device : str, default="cpu"
         Where ``module`` lives.
-    batch_size : int, default=256
+    batch_size : int, default=128
         Images per forward pass; results do not depend on it beyond float rounding.
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs ``fn`` under bfloat16 autocast; results come back float32.
