@@ -17,36 +17,43 @@ least 900 images/s (CNN) and 500 (AE), prediction and encoding at least 4,000.
 Per-image rates are measured on ``--n-train`` images (default 2048) and extrapolated to
 the 17,736 images of Galaxy10 DECaLS; the rate does not depend on the catalogue size.
 
-``--layers`` also times the two CPU-specific layers of ``galaxysim.nn._modules`` against
-the torch layers they replace (forward and backward, batch 64), and ``--compare-malloc``
-reruns everything with ``GALAXYSIM_TUNE_MALLOC=0`` (glibc's thresholds left where the
-tuned run set them back: 32 MiB mmap, 64 MiB trim, glibc's own ceiling).
+``--layers`` also times the two CPU-specific layers of the networks against the torch
+layers they replace (forward and backward, batch 64). ``--compare-layout`` times one
+training step and one inference batch of the bare modules in channels-last (what the
+estimators use) and in contiguous NCHW memory format. ``--compare-tunables`` runs the
+whole benchmark twice, each time in a fresh process: once with glibc's allocator as the
+environment leaves it, once with ``GLIBC_TUNABLES`` raising its mmap and trim
+thresholds (512 MiB and 1 GiB), which keeps glibc from mapping and zero-filling fresh
+pages for every activation above its 32 MiB ceiling; the ``galaxysim`` command raises
+the same thresholds at start.
 
 Run::
 
     python benchmarks/bench_nn.py                    # 2 threads, channels-last
     python benchmarks/bench_nn.py --threads 1 --n-train 1024
     python benchmarks/bench_nn.py --compare-layout   # channels-last vs contiguous NCHW
-    python benchmarks/bench_nn.py --precision float32 --layers --compare-malloc
+    python benchmarks/bench_nn.py --precision float32 --layers --compare-tunables
 """
 
 import argparse
-import itertools
 import os
+import subprocess
+import sys
 import time
 from functools import partial
 
 import numpy as np
 import torch
 
-import galaxysim.nn._base as nn_base
-from galaxysim.nn import AEEncoder, CNNScorer
+from galaxysim.nn import AEEncoder, CNNClassifierModule, CNNScorer, ConvAutoencoderModule
 from galaxysim.nn._modules import Dropout, FewOutputsConv2d
 
 CATALOGUE = 17_736
 # forward FLOPs per 64x64 image (multiply-adds x 2); training is about 3x forward
 FWD_MFLOP = {"cnn": 28.7, "ae": 61.7, "ae-encode": 31.9}
 TRAIN_MFLOP = {"cnn": 86.0, "ae": 185.0}
+TUNABLES = "glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824"
+"""glibc's allocator thresholds raised to 512 MiB (mmap) and 1 GiB (trim)."""
 TARGET = {
     ("cnn", "train"): 900,
     ("ae", "train"): 500,
@@ -104,17 +111,61 @@ def bench_layers(repeats=20, batch=64):
     conv = torch.nn.Conv2d(32, 3, 3, padding=1).to(memory_format=cl)
     fast = FewOutputsConv2d(32, 3, 3, padding=1).to(memory_format=cl)
     x_conv = torch.rand(batch, 32, 64, 64).to(memory_format=cl).requires_grad_()
-    with nn_base.malloc_tuned():
-        rows = [
-            ("dropout p=0.25, 64x32x32x32", fwd_bwd(torch.nn.Dropout(0.25), x_drop),
-             fwd_bwd(Dropout(0.25), x_drop)),
-            ("conv 32->3 ch, 64x32x64x64", fwd_bwd(conv, x_conv), fwd_bwd(fast, x_conv)),
-        ]  # fmt: skip
+    rows = [
+        ("dropout p=0.25, 64x32x32x32", fwd_bwd(torch.nn.Dropout(0.25), x_drop),
+         fwd_bwd(Dropout(0.25), x_drop)),
+        ("conv 32->3 ch, 64x32x64x64", fwd_bwd(conv, x_conv), fwd_bwd(fast, x_conv)),
+    ]  # fmt: skip
     print(
         f"{'layer (batch 64, forward+backward)':36} {'torch ms':>9} {'galaxysim ms':>12} {'speed-up':>8}"
     )
     for name, ref, ours in rows:
         print(f"{name:36} {ref:9.2f} {ours:12.2f} {ref / ours:7.1f}x")
+    print()
+
+
+def bench_layout(repeats=10, batch=64, infer_batch=128, size=64):
+    """Images/s of the bare modules' training step and inference in both memory formats.
+
+    The estimators always run channels-last; this times the alternative on the modules
+    themselves (Adam step on a batch of ``batch``; inference on ``infer_batch``).
+    """
+    nets = {
+        "cnn": (
+            lambda: CNNClassifierModule(n_classes=5, in_channels=3, image_size=(size, size)),
+            lambda m, x: torch.nn.functional.cross_entropy(m(x), torch.zeros(len(x), dtype=int)),
+        ),
+        "ae": (
+            lambda: ConvAutoencoderModule(latent_dim=64, in_channels=3, image_size=(size, size)),
+            lambda m, x: torch.nn.functional.mse_loss(m(x), x),
+        ),
+    }
+    print(f"{'module':6} {'layout':13} {'train img/s':>11} {'infer img/s':>11}")
+    for name, (make, loss_fn) in nets.items():
+        for layout in (torch.channels_last, torch.contiguous_format):
+            torch.manual_seed(0)
+            module = make().to(memory_format=layout)
+            opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+            x = torch.rand(batch, 3, size, size).contiguous(memory_format=layout)
+            xi = torch.rand(infer_batch, 3, size, size).contiguous(memory_format=layout)
+
+            def step(module=module, opt=opt, x=x, loss_fn=loss_fn):
+                opt.zero_grad()
+                loss_fn(module, x).backward()
+                opt.step()
+
+            def infer(module=module, xi=xi):
+                with torch.inference_mode():
+                    module(xi)
+
+            module.train()
+            step()
+            train = batch * repeats / time_call(lambda: [step() for _ in range(repeats)], 2)
+            module.eval()
+            infer()
+            rate = infer_batch * repeats / time_call(lambda: [infer() for _ in range(repeats)], 2)
+            label = "channels_last" if layout is torch.channels_last else "NCHW"
+            print(f"{name:6} {label:13} {train:11.0f} {rate:11.0f}")
     print()
 
 
@@ -125,7 +176,7 @@ def bench(n_train, n_infer, threads, batch_size, epochs, precision="float32", re
         max_epochs=epochs,
         batch_size=batch_size,
         validation_fraction=None,
-        n_threads=threads,
+        n_jobs=threads,
         precision=precision,
         random_state=0,
     )
@@ -156,53 +207,54 @@ def main(argv=None):
     )
     p.add_argument("--layers", action="store_true", help="also time the fast layers")
     p.add_argument(
-        "--compare-malloc",
+        "--compare-tunables",
         action="store_true",
-        help="also run with GALAXYSIM_TUNE_MALLOC=0 (glibc thresholds not raised)",
+        help="run twice in fresh processes: glibc's allocator as the environment leaves "
+        "it, then with GLIBC_TUNABLES raising its mmap and trim thresholds",
     )
     p.add_argument(
         "--compare-layout",
         action="store_true",
-        help="also run with contiguous NCHW instead of channels-last",
+        help="also time the bare modules in contiguous NCHW against channels-last",
     )
     args = p.parse_args(argv)
     if args.epochs < 2:
         p.error("--epochs must be at least 2 (the first epoch is not timed)")
+    if args.compare_tunables:
+        return compare_tunables([a for a in (argv or sys.argv[1:]) if a != "--compare-tunables"])
 
     torch.set_num_threads(args.threads)
+    precisions = ["float32", "bfloat16"] if args.precision == "both" else [args.precision]
     peak = matmul_peak()
-    peak16 = matmul_peak(dtype=torch.bfloat16)
+    # a CPU without native bfloat16 takes minutes per matmul: only measure when needed
+    peak16 = matmul_peak(dtype=torch.bfloat16) if "bfloat16" in precisions else None
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}")
+    print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
     print(f"float32 matmul peak:  {peak:.1f} GFLOP/s (2048x2048, best of repeats)")
-    print(f"bfloat16 matmul peak: {peak16:.1f} GFLOP/s (same; bf16 in, fp32 accumulation)\n")
+    if peak16 is not None:
+        print(f"bfloat16 matmul peak: {peak16:.1f} GFLOP/s (same; bf16 in, fp32 accumulation)")
+    print()
     if args.layers:
         bench_layers()
-    layouts = [True, False] if args.compare_layout else [nn_base.CHANNELS_LAST]
-    mallocs = ["tuned", "untuned"] if args.compare_malloc else ["tuned"]
-    precisions = ["float32", "bfloat16"] if args.precision == "both" else [args.precision]
+    if args.compare_layout:
+        bench_layout()
     header = (
-        f"{'model':5} {'phase':8} {'precision':9} {'layout':13} {'malloc':7} {'images/s':>9} "
+        f"{'model':5} {'phase':8} {'precision':9} {'images/s':>9} "
         f"{'GFLOP/s':>8} {'% fp32 pk':>9} {'% bf16 pk':>9} {'s/17,736':>8} {'target':>6}  verdict"
     )
     print(header)
     print("-" * len(header))
     results = []
-    for cl, malloc, precision in itertools.product(layouts, mallocs, precisions):
-        nn_base.CHANNELS_LAST = cl
-        if malloc == "untuned":
-            os.environ[nn_base.MALLOC_ENV] = "0"
-        try:
-            rows = bench(
-                args.n_train,
-                args.n_infer,
-                args.threads,
-                args.batch_size,
-                args.epochs,
-                precision=precision,
-                repeats=args.repeats,
-            )
-        finally:
-            os.environ.pop(nn_base.MALLOC_ENV, None)
+    for precision in precisions:
+        rows = bench(
+            args.n_train,
+            args.n_infer,
+            args.threads,
+            args.batch_size,
+            args.epochs,
+            precision=precision,
+            repeats=args.repeats,
+        )
         for model, phase, rate in rows:
             key = "ae-encode" if phase == "encode" else model
             mflop = TRAIN_MFLOP[model] if phase == "train" else FWD_MFLOP[key]
@@ -210,11 +262,9 @@ def main(argv=None):
             target = TARGET[(model, phase)]
             pk16 = f"{100 * gflops / peak16:8.1f}%" if precision == "bfloat16" else f"{'-':>9}"
             verdict = "meets" if rate >= target else f"misses ({rate / target:.0%})"
-            if malloc == "tuned":  # what the library does by default
-                results.append((model, phase, precision, rate))
+            results.append((model, phase, precision, rate))
             print(
-                f"{model:5} {phase:8} {precision:9} "
-                f"{'channels_last' if cl else 'NCHW':13} {malloc:7} {rate:9.0f} {gflops:8.1f} "
+                f"{model:5} {phase:8} {precision:9} {rate:9.0f} {gflops:8.1f} "
                 f"{100 * gflops / peak:8.1f}% {pk16} {CATALOGUE / rate:8.1f} "
                 f"{target:6d}  {verdict}"
             )
@@ -225,7 +275,7 @@ def main(argv=None):
         args.n_infer,
         "inference images and extrapolated to 17,736 (per-image cost does not depend on n)",
     )
-    print("\nverdict (best layout and precision per row, allocator tuned as by default):")
+    print("\nverdict (best precision per row):")
     for (model, phase), target in TARGET.items():
         best = max((r for r in results if r[:2] == (model, phase)), key=lambda r: r[3])
         status = "MEETS" if best[3] >= target else "MISSES"
@@ -233,7 +283,27 @@ def main(argv=None):
             f"  {model:4} {phase:8} target {target:5d} images/s: {status} "
             f"({best[3]:.0f} images/s with {best[2]})"
         )
+    return 0
+
+
+def compare_tunables(argv):
+    """Run this benchmark in two fresh processes, without and with :data:`TUNABLES`.
+
+    glibc reads its tunables once at start, so each setting needs its own process.
+    """
+    untuned = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    runs = [
+        ("glibc's allocator defaults (GLIBC_TUNABLES unset)", untuned),
+        (f"GLIBC_TUNABLES={TUNABLES}", {**untuned, "GLIBC_TUNABLES": TUNABLES}),
+    ]
+    status = 0
+    for title, env in runs:
+        print(f"=== {title}", flush=True)
+        done = subprocess.run([sys.executable, __file__, *argv], env=env, check=False)
+        status = status or done.returncode
+        print(flush=True)
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -174,7 +174,7 @@ def part_gz1(args):
         splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(X, y))
         cnns = PerFold(
             lambda Xt, yt, seed=seed: CNNScorer(
-                max_epochs=args.epochs, random_state=seed, n_threads=THREADS
+                max_epochs=args.epochs, random_state=seed, n_jobs=THREADS
             ).fit(Xt, yt)
         )
         searches = {
@@ -194,7 +194,7 @@ def part_gz1(args):
         if with_ae:
             aes = PerFold(
                 lambda Xt, yt, seed=seed: AEEncoder(
-                    max_epochs=args.ae_epochs, random_state=seed, n_threads=THREADS
+                    max_epochs=args.ae_epochs, random_state=seed, n_jobs=THREADS
                 ).fit(Xt)
             )
             for name, invariant, scaling, metric in AE_SEARCHES:
@@ -264,7 +264,7 @@ def part_g10(args):
             restore_best=not args.g10_last_epoch,
             precision=args.g10_precision,
             random_state=seed,
-            n_threads=THREADS,
+            n_jobs=THREADS,
             verbose=args.verbose,
         ).fit(X[:5000], y[:5000])
         accs.append(cnn.score(X[5000:], y[5000:]))
@@ -289,7 +289,7 @@ def part_g10(args):
 def part_milkyway(args):
     X, y = make_galaxies(args.catalogue_size, image_size=64, random_state=0)
     mw = load_milky_way(kind="model", image_size=64)
-    cnn = CNNScorer(max_epochs=args.g10_epochs, random_state=0, n_threads=THREADS).fit(X, y)
+    cnn = CNNScorer(max_epochs=args.g10_epochs, random_state=0, n_jobs=THREADS).fit(X, y)
     nn = knn_indices(cnn.transform(mw), cnn.transform(X), k=10)[0]
     n_spiral = int(np.isin(y[nn], SPIRALS).sum())
     print(
@@ -300,7 +300,7 @@ def part_milkyway(args):
         f"  10 nearest in CNN score space: {n_spiral}/10 spirals (target >= 8): "
         + ", ".join(GALAXY10_CLASSES[v] for v in y[nn])
     )
-    vae = VAEEncoder(max_epochs=args.vae_epochs, random_state=0, n_threads=THREADS).fit(X)
+    vae = VAEEncoder(max_epochs=args.vae_epochs, random_state=0, n_jobs=THREADS).fit(X)
     gen = vae.generate_like(mw, 100, random_state=0)
     frac = float(np.isin(cnn.predict(gen), SPIRALS).mean())
     print(f"  generate_like(milky_way, 100): {frac:.0%} classified as spirals (target >= 80%)")

@@ -35,7 +35,7 @@ X, y = make_galaxies(1000, image_size=32, random_state=0)
 mw = load_milky_way(image_size=32)
 
 search = make_search_pipeline(
-    AEEncoder(latent_dim=32, augment=False, max_epochs=8, lr=3e-3, n_threads=2, random_state=0),
+    AEEncoder(latent_dim=32, augment=False, max_epochs=8, lr=3e-3, n_jobs=2, random_state=0),
     NearestGalaxy(metric="euclidean"),
 )
 search.fit(X, y)

@@ -21,7 +21,7 @@ curves and at the Milky Way's class scores, and search the catalogue in score sp
 # edge-on), which a small network learns faster than the ten classes.
 #
 # A small catalogue of 48x48 images and a few epochs keep this example fast;
-# ``n_threads`` caps the CPU threads torch uses. ``history_`` records the loss and
+# ``n_jobs`` sets the CPU threads torch uses. ``history_`` records the loss and
 # accuracy of every epoch on the training images and on a held-out validation split;
 # the learning rate follows one cycle over the epochs, and the network keeps the
 # weights of the epoch that classified the validation images best (``best_epoch_``,
@@ -39,7 +39,7 @@ X, y = make_galaxies(1000, image_size=48, random_state=0)
 mw = load_milky_way(image_size=48)
 
 search = make_search_pipeline(
-    CNNScorer(groups="galaxy10-5", max_epochs=8, n_threads=2, random_state=0),
+    CNNScorer(groups="galaxy10-5", max_epochs=8, n_jobs=2, random_state=0),
     NearestGalaxy(metric="euclidean"),
 )
 search.fit(X, y)

@@ -31,7 +31,7 @@ vae = VAEEncoder(
     augment=False,
     max_epochs=8,
     lr=3e-3,
-    n_threads=2,
+    n_jobs=2,
     random_state=0,
 )
 vae.fit(X)

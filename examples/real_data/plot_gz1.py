@@ -90,7 +90,7 @@ from galaxysim.preprocessing import PixelFlatten
 
 
 def methods():
-    nn = {"n_threads": 2, "random_state": 0, "lr": 2e-3}
+    nn = {"n_jobs": 2, "random_state": 0, "lr": 2e-3}
     return {
         "mse": make_search_pipeline(PixelFlatten(), NearestGalaxy(metric="mse")),
         "maxabs": make_search_pipeline(PixelFlatten(), NearestGalaxy(metric="maxabs")),

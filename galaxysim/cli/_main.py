@@ -98,7 +98,8 @@ def build_parser():
         "train",
         help="fit the deep models on a catalogue and save them",
         description="Fit CNN, autoencoder and/or VAE on a catalogue and save "
-        "them (joblib, with versions recorded) for `search --model-dir`.",
+        "them as cnn.safetensors, ae.safetensors and vae.safetensors (weights, "
+        "parameters and versions; loading runs no code) for `search --model-dir`.",
     )
     _add_data_options(t)
     t.add_argument("--method", default="cnn,ae,vae", help="comma list of cnn, ae, vae")
@@ -308,7 +309,7 @@ def deep_model(method, args, X, y, *, load=True):
     else trained, and saved there (atomically: an interrupted run keeps the old file)."""
     from galaxysim.nn import load_model, save_model
 
-    path = Path(args.model_dir) / f"{method}.joblib" if args.model_dir else None
+    path = Path(args.model_dir) / f"{method}.safetensors" if args.model_dir else None
     if load and path is not None and path.exists():
         model = load_model(path)
         print(f"{method}: loaded {path}", file=sys.stderr)
@@ -524,9 +525,18 @@ COMMANDS = {
 
 
 def main(argv=None):
-    """Run the ``galaxysim`` command; returns the exit status."""
+    """Run the ``galaxysim`` command; returns the exit status.
+
+    Run as the process's command (``argv=None``), it first raises glibc's allocator
+    thresholds for the process (see the install page); called with an explicit ``argv``
+    from Python, it leaves the caller's process settings alone.
+    """
+    from galaxysim.cli._process import tune_allocator
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        tune_allocator()
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

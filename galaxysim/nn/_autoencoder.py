@@ -7,22 +7,14 @@ import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from galaxysim.nn._base import (
-    INFER_BATCH_SIZE,
-    RUNTIME_PARAMS_DOC,
-    _AENet,
-    _TorchImageEstimator,
-    _VAENet,
-    autocast,
-    check_flag,
-    check_nn_images,
-    compute_settings,
-    dihedral_mean,
-    tensor_to_images,
-)
+from galaxysim.nn._augment import dihedral_mean
+from galaxysim.nn._estimator import MAX_WIDTH, _TorchImageEstimator
 from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
+from galaxysim.nn._nets import _AENet, _VAENet
+from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, autocast, torch_threads
+from galaxysim.nn._tensors import INFER_BATCH_SIZE, check_nn_images, tensor_to_images
+from galaxysim.utils._sklearn_compat import Interval, Real, fit_context, positive_int
 
 __all__ = ["AEEncoder", "VAEEncoder"]
 
@@ -32,8 +24,8 @@ _COMMON_PARAMS_DOC = (
         If True, ``transform`` returns the mean latent code of the image's 8 flips and
         90-degree rotations (4 flips for non-square images): every orientation of a
         galaxy gets the same code, so a search in latent space ranks by morphology, not
-        by position angle (on gz1-dev it lifts balanced precision@10; see the
-        benchmarks page). Encoding costs 8 forward passes. Decoding such a code gives a
+        by position angle (the benchmarks page shows what it does to retrieval).
+        Encoding costs 8 forward passes. Decoding such a code gives a
         symmetrised, blurrier galaxy; ``generate_like`` and ``interpolate`` always use
         the plain codes.
     channels : int, default=32
@@ -63,9 +55,10 @@ _COMMON_PARAMS_DOC = (
 class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _TorchImageEstimator):
     _module = None
     _net_cls = None
-    _PARAMS_ADDED_LATER = {
-        **_TorchImageEstimator._PARAMS_ADDED_LATER,
-        "orientation_invariant": False,
+    _parameter_constraints = {
+        **_TorchImageEstimator._parameter_constraints,
+        "latent_dim": [positive_int(MAX_WIDTH)],
+        "orientation_invariant": ["boolean"],
     }
 
     def __sklearn_tags__(self):
@@ -76,6 +69,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
     def _net_params(self):
         return {}
 
+    @fit_context
     def fit(self, X, y=None):
         """Train the network to reconstruct ``X`` (labels are ignored).
 
@@ -93,26 +87,35 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
             The fitted estimator.
         """
         X = check_nn_images(X)
-        if not isinstance(self.latent_dim, numbers.Integral) or self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive int; got {self.latent_dim!r}.")
         if len(X) < 2:
             raise ValueError(f"Got {len(X)} image; training needs at least 2 images.")
-        check_flag(self.orientation_invariant, "orientation_invariant")
         self.image_shape_ = tuple(X.shape[1:])
         self._fit_net(
-            X,
-            None,
-            net_cls=self._net_cls,
-            module=self._module,
-            module_params={
-                "latent_dim": self.latent_dim,
-                "in_channels": X.shape[3],
-                "image_size": X.shape[1:3],
-                "channels": self.channels,
-            },
-            net_params={"augment": bool(self.augment), **self._net_params()},
-            module_init=partial(_init_output_bias, channel_mean=_channel_mean(X)),
+            X, None, module_init=partial(_init_output_bias, channel_mean=_channel_mean(X))
         )
+        self._n_features_out = self.latent_dim
+        return self
+
+    def _net_spec(self):
+        return {
+            "net_cls": self._net_cls,
+            "module": self._module,
+            "criterion": torch.nn.MSELoss,  # unused: the nets compute their own loss
+            "net_params": {"augment": self.augment, **self._net_params()},
+            "balanced": False,
+        }
+
+    def _module_params(self):
+        h, w, c = self.image_shape_
+        return {
+            "latent_dim": self.latent_dim,
+            "in_channels": c,
+            "image_size": (h, w),
+            "channels": self.channels,
+        }
+
+    def _restore_net(self, module_state, criterion_state):
+        super()._restore_net(module_state, criterion_state)
         self._n_features_out = self.latent_dim
         return self
 
@@ -146,9 +149,9 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         device = self.net_.device
         out = []
         with (
-            compute_settings(self.n_threads),
+            torch_threads(self.n_jobs),
             torch.inference_mode(),
-            autocast(device, self._precision()),
+            autocast(device, self.precision),
         ):
             for start in range(0, len(Z), INFER_BATCH_SIZE):
                 z = torch.as_tensor(Z[start : start + INFER_BATCH_SIZE], device=device)
@@ -168,7 +171,7 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         images : ndarray of shape (n_samples, height, width, n_channels)
             uint8, the catalogue's format.
         """
-        check_is_fitted(self, "net_")
+        self._check_fitted()
         Z = np.asarray(X, dtype=np.float32)
         if Z.ndim == 1:
             Z = Z[np.newaxis]
@@ -271,7 +274,7 @@ class AEEncoder(_BaseAutoencoder):
         batch_size=64,
         validation_fraction=0.1,
         device="cpu",
-        n_threads=None,
+        n_jobs=None,
         precision="float32",
         random_state=None,
         verbose=0,
@@ -285,7 +288,7 @@ class AEEncoder(_BaseAutoencoder):
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.device = device
-        self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
@@ -344,6 +347,10 @@ class VAEEncoder(_BaseAutoencoder):
     _module = ConvVAEModule
     _net_cls = _VAENet
     _progress_desc = "VAE"
+    _parameter_constraints = {
+        **_BaseAutoencoder._parameter_constraints,
+        "beta": [Interval(Real, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -358,7 +365,7 @@ class VAEEncoder(_BaseAutoencoder):
         batch_size=64,
         validation_fraction=0.1,
         device="cpu",
-        n_threads=None,
+        n_jobs=None,
         precision="float32",
         random_state=None,
         verbose=0,
@@ -373,14 +380,12 @@ class VAEEncoder(_BaseAutoencoder):
         self.batch_size = batch_size
         self.validation_fraction = validation_fraction
         self.device = device
-        self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
     def _net_params(self):
-        if not (isinstance(self.beta, numbers.Real) and self.beta >= 0):
-            raise ValueError(f"beta must be a non-negative number; got {self.beta!r}.")
         return {"beta": float(self.beta)}
 
     def _encode_fn(self):
@@ -404,7 +409,7 @@ class VAEEncoder(_BaseAutoencoder):
         images : ndarray of shape (n_samples, height, width, n_channels)
             uint8.
         """
-        check_is_fitted(self, "net_")
+        self._check_fitted()
         n_samples = _check_n(n_samples, "n_samples")
         rng = check_random_state(random_state)
         Z = rng.standard_normal((n_samples, self.latent_dim)).astype(np.float32)

@@ -1,21 +1,23 @@
 """CNNScorer: a small CNN classifier whose class scores (or embedding) are search features."""
 
-import numbers
-
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
 
 from galaxysim import GALAXY10_GROUPS
-from galaxysim.nn._base import (
-    RUNTIME_PARAMS_DOC,
-    _GalaxyNet,
-    _TorchImageEstimator,
-    check_flag,
-    check_nn_images,
-)
+from galaxysim.nn._estimator import MAX_WIDTH, _TorchImageEstimator
 from galaxysim.nn._modules import CNNClassifierModule
+from galaxysim.nn._nets import _GalaxyNet
+from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC
+from galaxysim.nn._tensors import check_nn_images
+from galaxysim.utils._sklearn_compat import (
+    Integral,
+    Interval,
+    Real,
+    StrOptions,
+    fit_context,
+    positive_int,
+)
 from galaxysim.utils.validation import check_labels
 
 __all__ = ["CNNScorer"]
@@ -125,6 +127,18 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
 
     _progress_desc = "CNN"
 
+    _parameter_constraints = {
+        **_TorchImageEstimator._parameter_constraints,
+        "n_classes": [None, Interval(Integral, 2, None, closed="left")],
+        "groups": [None, StrOptions(set(_GROUPINGS)), dict],
+        "output": [StrOptions({"proba", "embedding"})],
+        "hidden": [positive_int(MAX_WIDTH)],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "balance": [StrOptions({"sampler", "loss"}), None],
+        "lr_schedule": [StrOptions({"one-cycle", "constant"})],
+        "restore_best": ["boolean"],
+    }
+
     def __init__(
         self,
         n_classes=None,
@@ -143,7 +157,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         validation_fraction=0.1,
         restore_best=True,
         device="cpu",
-        n_threads=None,
+        n_jobs=None,
         precision="float32",
         random_state=None,
         verbose=0,
@@ -163,17 +177,10 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         self.validation_fraction = validation_fraction
         self.restore_best = restore_best
         self.device = device
-        self.n_threads = n_threads
+        self.n_jobs = n_jobs
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
-
-    # models pickled before these existed trained with a constant rate, kept the last epoch
-    _PARAMS_ADDED_LATER = {
-        **_TorchImageEstimator._PARAMS_ADDED_LATER,
-        "lr_schedule": "constant",
-        "restore_best": False,
-    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -187,15 +194,8 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         if self.groups is None:
             return None
         if isinstance(self.groups, str):
-            if self.groups not in _GROUPINGS:
-                raise ValueError(
-                    f"groups must be None, a dict or one of {sorted(_GROUPINGS)}; "
-                    f"got {self.groups!r}."
-                )
             return _GROUPINGS[self.groups]
-        if isinstance(self.groups, dict):
-            return self.groups
-        raise ValueError(f"groups must be None, a dict or 'galaxy10-5'; got {self.groups!r}.")
+        return self.groups
 
     def _map_groups(self, y, group_map):
         lookup = {lab: name for name, labs in group_map.items() for lab in labs}
@@ -220,6 +220,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
 
     # -- fit ------------------------------------------------------------------------------
 
+    @fit_context
     def fit(self, X, y=None):
         """Train the network on labelled images.
 
@@ -243,15 +244,6 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
                 "features use AEEncoder or VAEEncoder."
             )
         y = check_labels(y, len(X))
-        if self.output not in ("proba", "embedding"):
-            raise ValueError(f"output must be 'proba' or 'embedding'; got {self.output!r}.")
-        if self.balance not in ("sampler", "loss", None):
-            raise ValueError(f"balance must be 'sampler', 'loss' or None; got {self.balance!r}.")
-        if self.lr_schedule not in ("one-cycle", "constant"):
-            raise ValueError(
-                f"lr_schedule must be 'one-cycle' or 'constant'; got {self.lr_schedule!r}."
-            )
-        check_flag(self.restore_best, "restore_best")
         classes, codes = self._encode_labels(y)
         n_present = len(np.unique(codes))
         if n_present < 2:
@@ -260,51 +252,55 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
                 "2 classes."
             )
         n_out = len(classes)
-        if self.n_classes is not None:
-            if not isinstance(self.n_classes, numbers.Integral) or self.n_classes < 2:
-                raise ValueError(f"n_classes must be None or an int >= 2; got {self.n_classes!r}.")
-            if self.n_classes != n_out:
-                raise ValueError(
-                    f"n_classes={self.n_classes} but y has {n_out} classes"
-                    f"{' (after grouping)' if self.groups is not None else ''}. "
-                    "Pass n_classes=None to infer it from y."
-                )
+        if self.n_classes is not None and self.n_classes != n_out:
+            raise ValueError(
+                f"n_classes={self.n_classes} but y has {n_out} classes"
+                f"{' (after grouping)' if self.groups is not None else ''}. "
+                "Pass n_classes=None to infer it from y."
+            )
         if len(X) < n_out:
             raise ValueError(
                 f"Got {len(X)} images for {n_out} classes; training needs at least one image "
                 "per class (and in practice many more). Pass more images or fewer classes."
             )
 
-        criterion = torch.nn.CrossEntropyLoss
         monitor = "valid_acc" if self.balance is None else "valid_bacc"
-        net_params = {"augment": bool(self.augment), "record_accuracy": True}
+        criterion_params = {}
         if self.balance == "loss":
             counts = np.bincount(codes, minlength=n_out).astype(np.float64)
             weights = np.where(counts > 0, len(codes) / (n_out * np.maximum(counts, 1)), 0.0)
-            net_params["criterion__weight"] = torch.tensor(weights, dtype=torch.float32)
+            criterion_params["criterion__weight"] = torch.tensor(weights, dtype=torch.float32)
 
         self.classes_ = classes
         self.image_shape_ = tuple(X.shape[1:])
         return self._fit_net(
             X,
             codes,
-            net_cls=_GalaxyNet,
-            module=CNNClassifierModule,
-            module_params={
-                "n_classes": n_out,
-                "in_channels": X.shape[3],
-                "image_size": X.shape[1:3],
-                "channels": self.channels,
-                "hidden": self.hidden,
-                "dropout": self.dropout,
-            },
-            criterion=criterion,
             stratify=codes,
-            balanced=self.balance == "sampler",
-            net_params=net_params,
+            criterion_params=criterion_params,
             restore_best=monitor if self.restore_best else False,
             one_cycle=self.lr_schedule == "one-cycle",
         )
+
+    def _net_spec(self):
+        return {
+            "net_cls": _GalaxyNet,
+            "module": CNNClassifierModule,
+            "criterion": torch.nn.CrossEntropyLoss,
+            "net_params": {"augment": self.augment, "record_accuracy": True},
+            "balanced": self.balance == "sampler",
+        }
+
+    def _module_params(self):
+        h, w, c = self.image_shape_
+        return {
+            "n_classes": len(self.classes_),
+            "in_channels": c,
+            "image_size": (h, w),
+            "channels": self.channels,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+        }
 
     # -- inference ------------------------------------------------------------------------
 
@@ -348,7 +344,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
 
     def score(self, X, y, sample_weight=None):
         """Accuracy on ``(X, y)``; with ``groups``, ``y`` is mapped to groups first."""
-        check_is_fitted(self, "net_")
+        self._check_fitted()
         y = check_labels(y, len(check_nn_images(X)))
         group_map = self._group_map()
         if group_map is not None:
@@ -357,7 +353,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
 
     def get_feature_names_out(self, input_features=None):
         """Output feature names: ``proba_<class>`` or ``embedding<i>``."""
-        check_is_fitted(self, "net_")
+        self._check_fitted()
         if self.output == "embedding":
             return np.array([f"embedding{i}" for i in range(self.hidden)], dtype=object)
         return np.array([f"proba_{c}" for c in self.classes_], dtype=object)

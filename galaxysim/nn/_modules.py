@@ -23,26 +23,20 @@ convolutions themselves. The parameter-free layers keep their indices, so state 
 are unchanged.
 
 Dropout is :class:`Dropout`, which computes what ``nn.Dropout`` computes but draws its
-mask on the CPU from numpy instead of torch's Bernoulli sampler, about six times faster.
-At inference the 2x2 max pooling is :class:`MaxPool2x2`: the same values from two
-element-wise maxima over a channels-last view, 1.4-2x faster than ``max_pool2d`` (which
-also computes the argmax indices that only training needs). The decoders' last convolution (to the image's 3 channels) is :class:`FewOutputsConv2d`,
-an ``nn.Conv2d`` computed as the equivalent transposed convolution, whose backward pass
-oneDNN runs 1.4x faster on the CPU for so few output channels.
+mask on the CPU from numpy instead of torch's much slower Bernoulli sampler. At
+inference the 2x2 max pooling is :class:`MaxPool2x2`: the same values from two
+element-wise maxima over a channels-last view, faster than ``max_pool2d`` (which also
+computes the argmax indices that only training needs). The decoders' last convolution
+(to the image's 3 channels) is :class:`FewOutputsConv2d`, an ``nn.Conv2d`` computed as
+the equivalent transposed convolution, whose backward pass oneDNN runs faster on the
+CPU for so few output channels. The benchmarks page has the measurements.
 """
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "CNNClassifierModule",
-    "ConvAutoencoderModule",
-    "ConvVAEModule",
-    "Dropout",
-    "FewOutputsConv2d",
-    "MaxPool2x2",
-]
+__all__ = ["CNNClassifierModule", "ConvAutoencoderModule", "ConvVAEModule"]
 
 _MASK_LEVELS = 65536  # the mask compares 16 random bits per element with a threshold
 
@@ -51,8 +45,8 @@ class Dropout(nn.Dropout):
     """Inverted dropout (as ``nn.Dropout``) with a fast mask on the CPU.
 
     On the CPU, torch draws a 32-bit Mersenne-Twister number per element for
-    ``nn.Dropout``'s Bernoulli mask: 18 ms for the 2 M activations of a batch of 64
-    after the first block, a third of a training step. This module draws 16 bits per
+    ``nn.Dropout``'s Bernoulli mask, a large share of a training step after the CNN's
+    first block (see the benchmarks page). This module draws 16 bits per
     element from numpy's SFC64, seeded from torch's default generator (so
     ``torch.manual_seed`` still fixes every mask), and keeps an element when its bits
     reach ``round(p * 65536)``; kept elements are scaled by the inverse of the exact keep
@@ -91,10 +85,10 @@ class Dropout(nn.Dropout):
 class FewOutputsConv2d(nn.Conv2d):
     """``nn.Conv2d`` (stride 1, same padding) computed as a transposed convolution on the CPU.
 
-    For 3 output channels, oneDNN's convolution backward pass is slow (31 ms forward and
-    backward for a 64-image batch of 64x64x32 inputs on a 2-core CPU); the same map
-    written as ``conv_transpose2d`` with the flipped, transposed kernel gives the same
-    forward values and gradients and runs its backward pass with faster kernels (23 ms).
+    For 3 output channels, oneDNN's convolution backward pass is slow on the CPU; the
+    same map written as ``conv_transpose2d`` with the flipped, transposed kernel gives
+    the same forward values and gradients and runs its backward pass with faster
+    kernels (see the benchmarks page).
     Parameters and state dict are those of ``nn.Conv2d``; off the CPU, or for other
     configurations, it is ``nn.Conv2d``.
 

@@ -1,23 +1,61 @@
-"""Save and load fitted models with their galaxysim and torch versions checked on load.
+"""Model files that cannot run code: the network's tensors in safetensors, the rest in JSON.
 
-File layout: one magic line, one JSON header line (versions), then the joblib pickle of
-the estimator. The header is read and checked *before* anything is unpickled, so an
-incompatible file gives a clear message instead of an obscure unpickling error.
+A file is one safetensors file. Its tensors are the module's state dict (``module.*``)
+and the loss's (``criterion.*``: class weights). Its metadata holds one JSON document:
+the format version, the galaxysim, torch and skorch versions, the estimator's class
+name (one of :data:`_ESTIMATORS`, looked up in that table, never imported by name),
+``get_params()``, the module's constructor arguments and the fitted attributes. Only
+JSON and tensors are read on load; nothing is unpickled.
 """
 
 import json
+import numbers
 
-import joblib
+import numpy as np
+import safetensors
+import safetensors.torch
 import skorch
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 import galaxysim
+from galaxysim.nn._autoencoder import AEEncoder, VAEEncoder
+from galaxysim.nn._cnn import CNNScorer
 from galaxysim.utils._io import atomic_write
 
 __all__ = ["load_model", "save_model"]
 
-_MAGIC = b"GALAXYSIM-MODEL\n"
-_FORMAT = 1
+_FORMAT = 2
+"""Version of the file layout (1 was a pickle, which is no longer read)."""
+
+_METADATA_KEY = "galaxysim.model"
+
+_PICKLE_MAGIC = b"GALAXYSIM-MODEL\n"
+"""The first line of the earlier, pickle-based model files."""
+
+_ESTIMATORS = {cls.__name__: cls for cls in (CNNScorer, AEEncoder, VAEEncoder)}
+"""The estimators a model file can hold, by the name recorded in the file."""
+
+_CLASS_KINDS = {"b", "i", "u", "f", "U", "O"}
+"""dtype kinds of ``classes_`` that a model file stores: bools, ints, floats, strings
+(and object arrays of those)."""
+
+_HISTORY_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "train_bacc",
+    "valid_loss",
+    "valid_acc",
+    "valid_bacc",
+    "dur",
+}
+
+_PICKLE_HINT = (
+    "Save other objects (pipelines, other estimators) with pickle or joblib, which, like "
+    "scikit-learn's models, are for trusted input only: loading a pickle can run "
+    "arbitrary code."
+)
 
 
 def _major_minor(version):
@@ -28,72 +66,261 @@ def _major_minor(version):
     return tuple(parts)
 
 
-def save_model(estimator, path):
-    """Save a fitted estimator (or pipeline) to ``path`` atomically.
+# ---------------------------------------------------------------------------------------
+# JSON encoding of parameters and fitted attributes
 
-    The file records the galaxysim, torch and skorch versions; :func:`load_model`
-    checks them. An interrupted save leaves any previous file at ``path`` intact.
 
-    Parameters
-    ----------
-    estimator : object
-        A fitted galaxysim estimator or a pipeline containing one.
-    path : str or path-like
-        Destination file (conventionally ``*.joblib``).
+def _to_json(value, name):
+    """JSON form of a parameter value: tuples and dicts tagged so they come back as such."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, tuple):
+        return {"tuple": [_to_json(v, name) for v in value]}
+    if isinstance(value, list):
+        return [_to_json(v, name) for v in value]
+    if isinstance(value, dict):
+        return {"dict": [[_to_json(k, name), _to_json(v, name)] for k, v in value.items()]}
+    raise ValueError(
+        f"Cannot save {name}={value!r} in a model file (only None, bools, numbers, strings "
+        "and lists, tuples and dicts of them). Set it to such a value with set_params "
+        "(random_state to an int or None), or save the estimator with pickle or joblib."
+    )
 
-    Returns
-    -------
-    path : str
-        The path written.
 
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> from sklearn.preprocessing import FunctionTransformer
-    >>> p = os.path.join(tempfile.mkdtemp(), "model.joblib")
-    >>> _ = save_model(FunctionTransformer(), p)
-    >>> type(load_model(p)).__name__
-    'FunctionTransformer'
-    """
+def _from_json(value):
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    if isinstance(value, dict) and len(value) == 1:
+        ((tag, items),) = value.items()
+        if tag == "tuple" and isinstance(items, list):
+            return tuple(_from_json(v) for v in items)
+        if tag == "dict" and isinstance(items, list):
+            out = {}
+            for pair in items:
+                if not (isinstance(pair, list) and len(pair) == 2):
+                    break
+                out[_from_json(pair[0])] = _from_json(pair[1])  # TypeError: unhashable key
+            else:
+                return out
+    raise ValueError(f"unexpected value {value!r}")
+
+
+def _mapping_from_json(doc):
+    """A ``{name: value}`` document (parameters, module arguments)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected a mapping, got {doc!r}")
+    return {str(k): _from_json(v) for k, v in doc.items()}
+
+
+def _classes_to_json(classes):
+    classes = np.asarray(classes)
+    values = [v.item() if isinstance(v, np.generic) else v for v in classes.tolist()]
+    if classes.dtype.kind not in _CLASS_KINDS or not all(
+        isinstance(v, bool | int | float | str) for v in values
+    ):
+        raise ValueError(
+            f"Cannot save classes_ of dtype {classes.dtype} in a model file: class labels "
+            "must be bools, ints, floats or strings. Save the estimator with pickle or "
+            "joblib instead."
+        )
+    return {"dtype": classes.dtype.str, "values": values}
+
+
+def _classes_from_json(doc):
+    dtype = np.dtype(doc["dtype"])
+    values = doc["values"]
+    if dtype.kind not in _CLASS_KINDS or not isinstance(values, list):
+        raise ValueError(f"classes_ of dtype {dtype}")
+    if not all(isinstance(v, bool | int | float | str) for v in values):
+        raise ValueError("classes_ must be bools, ints, floats or strings")
+    if dtype.kind == "O":
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.array(values, dtype=dtype)
+
+
+def _fitted_to_json(est):
+    doc = {"image_shape_": list(est.image_shape_), "history_": est.history_}
+    if isinstance(est, CNNScorer):
+        doc["classes_"] = _classes_to_json(est.classes_)
+        doc["best_epoch_"] = int(est.best_epoch_)
+    return doc
+
+
+def _fitted_from_json(est, doc):
+    """Set the fitted attributes of ``est`` from ``doc``, checking their types."""
+    shape = doc["image_shape_"]
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
+        raise ValueError(f"image_shape_ {shape!r}")
+    history = doc["history_"]
+    if not isinstance(history, list) or not all(
+        isinstance(row, dict)
+        and set(row) <= _HISTORY_KEYS
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row.values())
+        for row in history
+    ):
+        raise ValueError("history_")
+    est.image_shape_ = tuple(shape)
+    est.history_ = history
+    if isinstance(est, CNNScorer):
+        est.classes_ = _classes_from_json(doc["classes_"])
+        best = doc["best_epoch_"]
+        if not (isinstance(best, int) and not isinstance(best, bool) and best >= 1):
+            raise ValueError(f"best_epoch_ {best!r}")
+        est.best_epoch_ = best
+
+
+# ---------------------------------------------------------------------------------------
+# save
+
+
+def _serialize(estimator):
+    """The bytes of the model file of a fitted estimator."""
+    params = {k: _to_json(v, k) for k, v in estimator.get_params(deep=False).items()}
+    net = estimator.net_
+    module_params = {k: _to_json(v, k) for k, v in net.get_params_for("module").items()}
+    if module_params != {k: _to_json(v, k) for k, v in estimator._module_params().items()}:
+        raise ValueError(
+            f"The parameters of this {type(estimator).__name__} no longer match its network "
+            "(set_params changed them after fit). Refit it, or set them back, before saving."
+        )
     header = {
         "format": _FORMAT,
         "galaxysim": galaxysim.__version__,
         "torch": torch.__version__,
         "skorch": skorch.__version__,
         "estimator": type(estimator).__name__,
+        "params": params,
+        "module": module_params,
+        "fitted": _fitted_to_json(estimator),
     }
+    tensors = {}
+    for prefix, part in (("module", net.module_), ("criterion", net.criterion_)):
+        for key, t in part.state_dict().items():
+            tensors[f"{prefix}.{key}"] = t.detach().to("cpu").contiguous()
+    metadata = {_METADATA_KEY: json.dumps(header, allow_nan=True)}
+    return safetensors.torch.save(tensors, metadata=metadata)
+
+
+def save_model(estimator, path):
+    """Save a fitted CNNScorer, AEEncoder or VAEEncoder to a model file, atomically.
+
+    The file (conventionally ``*.safetensors``) holds the network's weights as
+    safetensors tensors and, as JSON, the estimator's class, parameters and fitted
+    attributes and the galaxysim, torch and skorch versions, which :func:`load_model`
+    checks. Loading it runs no code from the file. An interrupted save leaves any
+    previous file at ``path`` intact.
+
+    Pipelines and other estimators are saved with ``pickle`` or ``joblib``
+    instead; like scikit-learn's, those files are for trusted input only, since
+    unpickling can run arbitrary code.
+
+    Parameters
+    ----------
+    estimator : CNNScorer, AEEncoder or VAEEncoder
+        A fitted estimator, whose parameters are ``None``, bools, numbers, strings or
+        tuples, lists and dicts of them (an int or ``None`` as ``random_state``).
+    path : str or path-like
+        Destination file.
+
+    Returns
+    -------
+    path : str
+        The path written.
+
+    Raises
+    ------
+    TypeError
+        ``estimator`` is not one of the three estimators.
+    sklearn.exceptions.NotFittedError
+        ``estimator`` is not fitted.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from galaxysim.nn import AEEncoder
+    >>> X = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
+    >>> ae = AEEncoder(latent_dim=4, max_epochs=1, random_state=0).fit(X)
+    >>> path = save_model(ae, os.path.join(tempfile.mkdtemp(), "ae.safetensors"))
+    >>> bool(np.array_equal(load_model(path).transform(X), ae.transform(X)))
+    True
+    """
+    if type(estimator) not in _ESTIMATORS.values():
+        raise TypeError(
+            f"save_model writes CNNScorer, AEEncoder and VAEEncoder models; got "
+            f"{type(estimator).__name__}. {_PICKLE_HINT}"
+        )
+    check_is_fitted(estimator, "net_")
     with atomic_write(path, "wb") as f:
-        f.write(_MAGIC)
-        f.write(json.dumps(header).encode() + b"\n")
-        joblib.dump(estimator, f)
+        f.write(_serialize(estimator))
     return str(path)
 
 
+# ---------------------------------------------------------------------------------------
+# load
+
+
+def _not_a_model(path, why):
+    return ValueError(
+        f"{path} is not a galaxysim model file ({why}). Save models with "
+        "galaxysim.nn.save_model or `galaxysim train`."
+    )
+
+
+def _read(path, *, tensors=True):
+    """The header (a dict) and, with ``tensors``, the tensors (a dict) of a model file."""
+    with open(path, "rb") as f:
+        start = f.read(len(_PICKLE_MAGIC))
+    if start == _PICKLE_MAGIC:
+        raise ValueError(
+            f"{path} is a galaxysim model file of the earlier, pickle-based format; it is "
+            "not loaded, because unpickling a file can run arbitrary code. Retrain the "
+            "model with this version (`galaxysim train ...` or save_model), which writes "
+            "a .safetensors file."
+        )
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            data = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 if tensors else None
+    except Exception as exc:  # the library's SafetensorError: truncated or foreign
+        raise _not_a_model(path, f"unreadable as safetensors: {exc}") from exc
+    text = metadata.get(_METADATA_KEY)
+    if text is None:
+        raise _not_a_model(path, "a safetensors file without galaxysim's metadata")
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} has a corrupt galaxysim header; retrain with `galaxysim train`."
+        ) from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} has a corrupt galaxysim header; retrain with `galaxysim train`.")
+    return header, data
+
+
 def read_model_header(path):
-    """Return the version header of a saved model without unpickling it.
+    """Return the JSON header of a model file (versions, class, parameters), unchecked.
 
     Raises
     ------
     ValueError
         ``path`` is not a galaxysim model file.
     """
-    with open(path, "rb") as f:
-        return _read_header(f, path)
-
-
-def _read_header(f, path):
-    magic = f.read(len(_MAGIC))
-    if magic != _MAGIC:
-        raise ValueError(
-            f"{path} is not a galaxysim model file (it lacks the galaxysim header). "
-            "Save models with galaxysim.nn.save_model or `galaxysim train`."
-        )
-    try:
-        return json.loads(f.readline().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"{path} has a corrupt galaxysim header; retrain with `galaxysim train`."
-        ) from exc
+    return _read(path, tensors=False)[0]
 
 
 def _check_versions(header, path):
@@ -103,14 +330,14 @@ def _check_versions(header, path):
             f"{path} uses model file format {header.get('format')!r}; this galaxysim reads "
             f"format {_FORMAT}. {fix}"
         )
-    saved, current = header.get("galaxysim", "?"), galaxysim.__version__
+    saved, current = str(header.get("galaxysim", "?")), galaxysim.__version__
     if _major_minor(saved) != _major_minor(current):
         raise ValueError(
             f"{path} was saved by galaxysim {saved}, but galaxysim {current} is installed; "
             f"models are only compatible within one minor version. {fix} "
             f"(pip install 'galaxysim=={saved}')."
         )
-    saved_torch = header.get("torch", "0")
+    saved_torch = str(header.get("torch", "0"))
     need = saved_torch.split("+")[0]
     if _major_minor(saved_torch) > _major_minor(torch.__version__):
         raise ValueError(
@@ -120,8 +347,57 @@ def _check_versions(header, path):
         )
 
 
+def _rebuild(header, tensors, path):
+    name = header.get("estimator")
+    cls = _ESTIMATORS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(
+            f"{path} names the estimator {name!r}; galaxysim model files hold one of "
+            f"{', '.join(sorted(_ESTIMATORS))}."
+        )
+    try:
+        params = _mapping_from_json(header["params"])
+        if set(params) != set(cls().get_params()):
+            raise ValueError("the parameters are not those of this galaxysim version")
+        est = cls(**params)
+        est._validate_params()
+        _fitted_from_json(est, header["fitted"])
+        module_params = _mapping_from_json(header["module"])
+        if module_params != est._module_params():
+            raise ValueError("the network's arguments do not match the parameters")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{path} holds an invalid {name} ({exc}); retrain with `galaxysim train`."
+        ) from exc
+    states = {"module": {}, "criterion": {}}
+    for key, t in tensors.items():
+        prefix, _, rest = key.partition(".")
+        if prefix not in states or not rest:
+            raise ValueError(f"{path} holds an unexpected tensor {key!r}.")
+        states[prefix][rest] = t
+    # the tensors must fit the network before it is allocated
+    with torch.device("meta"):
+        expected = est._net_spec()["module"](**module_params).state_dict()
+    expected_criterion = {}
+    if isinstance(est, CNNScorer) and est.balance == "loss":
+        expected_criterion["weight"] = torch.empty(len(est.classes_))
+    for part, want in (("module", expected), ("criterion", expected_criterion)):
+        got = {k: (tuple(v.shape), v.dtype) for k, v in states[part].items()}
+        if got != {k: (tuple(v.shape), v.dtype) for k, v in want.items()}:
+            raise ValueError(
+                f"{path}: the saved {part} tensors do not fit a {name} of these parameters; "
+                "retrain with `galaxysim train`."
+            )
+    return est._restore_net(states["module"], states["criterion"])
+
+
 def load_model(path):
     """Load a model saved by :func:`save_model`, checking the recorded versions first.
+
+    Only tensors and JSON are read: the estimator class comes from a fixed table of
+    galaxysim's deep estimators, its parameters are validated, and its network is
+    rebuilt as ``fit`` builds it before the saved weights are loaded into it. The
+    loaded model gives bitwise the same outputs as the saved one.
 
     Parameters
     ----------
@@ -130,16 +406,28 @@ def load_model(path):
 
     Returns
     -------
-    estimator : object
-        The fitted estimator or pipeline.
+    estimator : CNNScorer, AEEncoder or VAEEncoder
+        The fitted estimator.
 
     Raises
     ------
     ValueError
-        The file is not a galaxysim model, or was saved by an incompatible galaxysim
-        version (another minor version) or a newer torch; the message names the fix.
+        The file is not a galaxysim model file (truncated, foreign, or of the earlier
+        pickle-based format), names another class, holds invalid parameters or
+        weights, or was saved by an incompatible galaxysim version (another minor
+        version) or a newer torch; the message names the fix.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> with open(p, "w") as f:
+    ...     _ = f.write("not a model")
+    >>> load_model(p)
+    Traceback (most recent call last):
+    ...
+    ValueError: ...notes.txt is not a galaxysim model file (unreadable as safetensors: ...
     """
-    with open(path, "rb") as f:
-        header = _read_header(f, path)
-        _check_versions(header, path)
-        return joblib.load(f)
+    header, tensors = _read(path)
+    _check_versions(header, path)
+    return _rebuild(header, tensors, path)

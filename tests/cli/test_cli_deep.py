@@ -27,11 +27,15 @@ def model_dir(tmp_path_factory):
 
 def test_train_saves_every_model_with_versions(model_dir):
     for method, cls in [("cnn", CNNScorer), ("ae", AEEncoder), ("vae", VAEEncoder)]:
-        path = model_dir / f"{method}.joblib"
+        path = model_dir / f"{method}.safetensors"
         assert read_model_header(path)["estimator"] == cls.__name__
         model = load_model(path)
         assert isinstance(model, cls) and model.image_shape_ == (SIZE, SIZE, 3)
-    assert sorted(p.name for p in model_dir.iterdir()) == ["ae.joblib", "cnn.joblib", "vae.joblib"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "ae.safetensors",
+        "cnn.safetensors",
+        "vae.safetensors",
+    ]
 
 
 def test_search_loads_saved_models(model_dir, capsys):
@@ -41,7 +45,7 @@ def test_search_loads_saved_models(model_dir, capsys):
     out, err = capsys.readouterr()
     assert code == 0
     for method in ("cnn", "ae", "vae"):
-        assert f"{method}: loaded {model_dir / (method + '.joblib')}" in err
+        assert f"{method}: loaded {model_dir / (method + '.safetensors')}" in err
         assert f"{method}: top 3" in out
     assert "trained" not in err
 
@@ -57,7 +61,7 @@ def test_autoencoder_search_is_invariant_standardised_cosine(model_dir, method):
     pipe = cli_main.build_search(method, _args(model_dir), X, y).fit(X, y)
     dist, ind = pipe.kneighbors(query)
     # the same search by hand
-    model = load_model(model_dir / f"{method}.joblib").set_params(orientation_invariant=True)
+    model = load_model(model_dir / f"{method}.safetensors").set_params(orientation_invariant=True)
     scaler = StandardScaler().fit(model.transform(X))
     search = NearestGalaxy(n_neighbors=5, metric="cosine").fit(scaler.transform(model.transform(X)))
     d_ref, i_ref = search.kneighbors(scaler.transform(model.transform(query)))
@@ -71,7 +75,7 @@ def test_cnn_search_compares_class_scores(model_dir):
     X, y = make_galaxies(N, image_size=SIZE, random_state=0)
     query = load_milky_way(kind="model", image_size=SIZE)
     pipe = cli_main.build_search("cnn", _args(model_dir), X, y).fit(X, y)
-    cnn = load_model(model_dir / "cnn.joblib")
+    cnn = load_model(model_dir / "cnn.safetensors")
     search = NearestGalaxy(n_neighbors=5, metric="euclidean").fit(cnn.transform(X))
     np.testing.assert_array_equal(
         pipe.kneighbors(query)[1], search.kneighbors(cnn.transform(query))[1]
@@ -79,10 +83,10 @@ def test_cnn_search_compares_class_scores(model_dir):
 
 
 def test_interrupted_train_keeps_the_saved_model(model_dir, tmp_path, monkeypatch, capsys):
-    saved = (model_dir / "ae.joblib").read_bytes()
+    saved = (model_dir / "ae.safetensors").read_bytes()
     backup = tmp_path / "models"
     backup.mkdir()
-    (backup / "ae.joblib").write_bytes(saved)
+    (backup / "ae.safetensors").write_bytes(saved)
 
     def interrupted_fit(self, X, y=None):
         raise KeyboardInterrupt
@@ -90,19 +94,19 @@ def test_interrupted_train_keeps_the_saved_model(model_dir, tmp_path, monkeypatc
     monkeypatch.setattr(AEEncoder, "fit", interrupted_fit)
     assert main(["train", *DATA, "--method", "ae", "--model-dir", str(backup)]) == 130
     assert "galaxysim: interrupted" in capsys.readouterr().err
-    assert (backup / "ae.joblib").read_bytes() == saved
-    assert [p.name for p in backup.iterdir()] == ["ae.joblib"]  # no temporary left behind
+    assert (backup / "ae.safetensors").read_bytes() == saved
+    assert [p.name for p in backup.iterdir()] == ["ae.safetensors"]  # no temporary left behind
 
 
 def test_train_replaces_a_saved_model(tmp_path, capsys):
     assert main(["train", *DATA, "--method", "ae", "--model-dir", str(tmp_path)]) == 0
-    first = (tmp_path / "ae.joblib").read_bytes()
+    first = (tmp_path / "ae.safetensors").read_bytes()
     assert (
         main(["train", *DATA, "--method", "ae", "--seed", "1", "--model-dir", str(tmp_path)]) == 0
     )
     _, err = capsys.readouterr()
     assert "loaded" not in err and err.count("ae: trained") == 2
-    assert (tmp_path / "ae.joblib").read_bytes() != first
+    assert (tmp_path / "ae.safetensors").read_bytes() != first
 
 
 @pytest.mark.parametrize("like", [None, "milkyway"])
@@ -128,3 +132,11 @@ def test_user_errors(args, match, tmp_path, capsys):
     code = main([*args, *DATA[:4], "-q", "--model-dir", str(tmp_path)])
     _, err = capsys.readouterr()
     assert code == 2 and match in err
+
+
+def test_a_model_file_that_is_not_safetensors_is_refused(tmp_path, capsys):
+    (tmp_path / "ae.safetensors").write_bytes(b"GALAXYSIM-MODEL\n{}\n" + b"\x80\x04junk")
+    code = main(["search", *DATA, "--method", "ae", "--model-dir", str(tmp_path)])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "pickle-based format" in err and "not loaded" in err

@@ -177,17 +177,6 @@ def test_one_cycle_schedule_peaks_at_lr_and_anneals(blobs, validation_fraction):
     assert "lr_schedule" not in dict(constant.net_.callbacks_)
 
 
-def test_model_pickled_before_the_training_options_existed(fitted, blobs):
-    state = fitted.__getstate__()
-    for name in ("lr_schedule", "restore_best"):
-        del state[name]
-    old = CNNScorer.__new__(CNNScorer)
-    old.__setstate__(state)
-    params = old.get_params()  # clone and repr need every parameter
-    assert params["lr_schedule"] == "constant" and params["restore_best"] is False
-    np.testing.assert_array_equal(old.transform(blobs[0]), fitted.transform(blobs[0]))
-
-
 def test_restore_best_without_validation_keeps_the_last_epoch(blobs):
     X, y = blobs
     est = CNNScorer(**{**FAST, "max_epochs": 2}, validation_fraction=None).fit(X, y)
@@ -222,14 +211,7 @@ def test_balance_options(blobs):
         ({}, "no_y", "needs labels"),
         ({}, "one_class", "single class"),
         ({"n_classes": 5}, None, "n_classes=5 but y has 3 classes"),
-        ({"output": "logits"}, None, "output must be"),
-        ({"balance": "smote"}, None, "balance must be"),
-        ({"max_epochs": 0}, None, "max_epochs must be a positive int"),
-        ({"lr": -1.0}, None, "lr must be a positive"),
-        ({"device": "tpu"}, None, "device must be"),
-        ({"groups": "galaxy11"}, None, "groups must be"),
-        ({"restore_best": "yes"}, None, "restore_best must be True or False"),
-        ({"lr_schedule": "cosine"}, None, "lr_schedule must be 'one-cycle' or 'constant'"),
+        ({"device": "tpu"}, None, "device must be 'cpu', 'cuda' or 'auto'"),
     ],
 )
 def test_bad_fit_arguments(blobs, kwargs, fit_args, match):

@@ -5,7 +5,7 @@ import pytest
 from galaxysim.nn import AEEncoder, CNNScorer, VAEEncoder
 from galaxysim.utils.estimator_checks import IMAGE_CHECKS, check_image_estimator
 
-TINY = {"max_epochs": 1, "batch_size": 16, "random_state": 0, "n_threads": 1}
+TINY = {"max_epochs": 1, "batch_size": 16, "random_state": 0, "n_jobs": 1}
 
 
 @pytest.mark.parametrize(

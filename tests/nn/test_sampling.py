@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from galaxysim.nn._base import balanced_order
+from galaxysim.nn._augment import balanced_order
 
 
 @pytest.mark.parametrize("counts", [[50, 7, 13], [10, 10, 10], [1, 99], [4, 4, 3]])
