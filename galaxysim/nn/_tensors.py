@@ -14,8 +14,11 @@ from galaxysim.utils.validation import check_image_shape, check_images
 SIZE_MULTIPLE = 16
 """Image height and width must be multiples of this (four 2x poolings)."""
 
-INFER_BATCH_SIZE = 128
-"""Images per forward pass at inference in float32."""
+INFER_BATCH_SIZE = 48
+"""Images per forward pass at inference in float32. At 64x64 the largest activation of
+48 images (48 x 32 x 64 x 64 float32, 24 MiB) stays under glibc's 32 MiB ceiling for
+reusing freed memory, so inference does not page-fault fresh ``mmap`` pages every batch
+whatever the process's allocator settings (see the benchmarks page)."""
 
 BF16_INFER_BATCH_SIZE = 1024
 """Images per forward pass at inference under bfloat16 autocast (larger batches pay off
@@ -120,7 +123,7 @@ def inference(module, X, fn, *, device="cpu", batch_size=INFER_BATCH_SIZE, preci
         ``fn(module, x)`` returning a tensor with one row per image.
     device : str, default="cpu"
         Where ``module`` lives.
-    batch_size : int, default=128
+    batch_size : int, default=48
         Images per forward pass; results do not depend on it beyond float rounding.
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs ``fn`` under bfloat16 autocast; results come back float32.
