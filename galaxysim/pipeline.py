@@ -17,9 +17,6 @@ import copy
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from galaxysim.neighbors import NearestGalaxy
-from galaxysim.preprocessing import PixelFlatten
-
 __all__ = [
     "DEEP_METHODS",
     "METHODS",
@@ -181,6 +178,9 @@ def make_pixel_search(metric="mse", *, n_neighbors=10, n_jobs=None):
     >>> make_pixel_search("maxabs", n_neighbors=3).fit(X).kneighbors(X[:1])[1][0, 0]
     np.int64(0)
     """
+    from galaxysim.neighbors import NearestGalaxy
+    from galaxysim.preprocessing import PixelFlatten
+
     return make_search_pipeline(
         PixelFlatten(), NearestGalaxy(n_neighbors=n_neighbors, metric=metric, n_jobs=n_jobs)
     )
@@ -219,6 +219,8 @@ def make_cnn_search(cnn=None, *, n_neighbors=10, n_jobs=None, **cnn_params):
     >>> pipe.kneighbors(X[:2])[1].shape
     (2, 3)
     """
+    from galaxysim.neighbors import NearestGalaxy
+
     if cnn is None:
         from galaxysim.nn import CNNScorer
 
@@ -244,9 +246,11 @@ def make_autoencoder_search(encoder=None, *, n_neighbors=10, n_jobs=None, **enco
     Parameters
     ----------
     encoder : AEEncoder or VAEEncoder, default=None
-        A fitted encoder (frozen; a shallow copy with ``orientation_invariant=True``
-        is used, the caller's object is left as it is), an unfitted one (trained by
-        the pipeline's ``fit``), or ``None`` for ``AEEncoder(**encoder_params)``.
+        A fitted encoder (frozen), an unfitted one (trained by the pipeline's
+        ``fit``), or ``None`` for ``AEEncoder(**encoder_params)``. The pipeline holds a
+        shallow copy with ``orientation_invariant=True``: the caller's object is left
+        as it is (and, if unfitted, stays unfitted; the fitted copy is the pipeline's
+        first step).
     n_neighbors : int, default=10
         Neighbours returned by ``kneighbors``.
     n_jobs : int, default=None
@@ -268,6 +272,8 @@ def make_autoencoder_search(encoder=None, *, n_neighbors=10, n_jobs=None, **enco
     (2, 4)
     """
     from sklearn.preprocessing import StandardScaler
+
+    from galaxysim.neighbors import NearestGalaxy
 
     if encoder is None:
         from galaxysim.nn import AEEncoder

@@ -342,6 +342,15 @@ def cross_validate_search(
                 f"searches[{name!r}] must be a search pipeline (with fit and kneighbors) "
                 f"or a callable build(X_train, y_train); got {type(search).__name__}."
             )
+        steps = getattr(search, "steps", None) or []
+        frozen = [n for n, step in steps if type(step).__name__ == "FrozenEstimator"]
+        if frozen:
+            raise ValueError(
+                f"searches[{name!r}] holds a frozen, already fitted step ({frozen[0]!r}): "
+                "it would not be refitted on the training folds, so the test folds would "
+                "leak into it. Pass an unfitted pipeline, or a callable "
+                "build(X_train, y_train) that trains the model on the training fold."
+            )
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be an int >= 1; got {k!r}.")
     k = int(k)

@@ -19,17 +19,30 @@ from galaxysim.nn._tensors import (
     inference,
 )
 from galaxysim.utils._sklearn_compat import (
-    Integral,
     Interval,
     ParamsValidationMixin,
     Real,
     StrOptions,
+    n_jobs_constraint,
     positive_int,
     positive_real,
 )
 
 MAX_WIDTH = 4096
 """Upper bound of the layer widths (``channels``, ``hidden``, ``latent_dim``)."""
+
+
+HISTORY_KEYS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "train_bacc",
+    "valid_loss",
+    "valid_acc",
+    "valid_bacc",
+    "dur",
+)
+"""What ``history_`` keeps of skorch's history, per epoch (model files store the same)."""
 
 
 class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
@@ -50,11 +63,7 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
         "batch_size": [positive_int()],
         "validation_fraction": [None, Interval(Real, 0, 1, closed="left")],
         "device": [str],  # resolved (and checked against the hardware) in fit
-        "n_jobs": [
-            None,
-            Interval(Integral, None, -1, closed="right"),
-            Interval(Integral, 1, None, closed="left"),
-        ],
+        "n_jobs": n_jobs_constraint(),
         "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
         "verbose": ["verbose", "boolean"],
@@ -181,18 +190,8 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
                 if keep_best.best_epoch_:  # 0: no finite score, the last epoch was kept
                     self.best_epoch_ = int(keep_best.best_epoch_)
                 keep_best.best_model_weights_ = None  # the module holds them; don't pickle twice
-        keep = (
-            "epoch",
-            "train_loss",
-            "train_acc",
-            "train_bacc",
-            "valid_loss",
-            "valid_acc",
-            "valid_bacc",
-            "dur",
-        )
         self.history_ = [
-            {k: (int(row[k]) if k == "epoch" else float(row[k])) for k in keep if k in row}
+            {k: (int(row[k]) if k == "epoch" else float(row[k])) for k in HISTORY_KEYS if k in row}
             for row in net.history
         ]
         return self

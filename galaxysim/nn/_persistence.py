@@ -21,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 import galaxysim
 from galaxysim.nn._autoencoder import AEEncoder, VAEEncoder
 from galaxysim.nn._cnn import CNNScorer
+from galaxysim.nn._estimator import HISTORY_KEYS
 from galaxysim.utils._io import atomic_write
 
 __all__ = ["load_model", "save_model"]
@@ -40,16 +41,6 @@ _CLASS_KINDS = {"b", "i", "u", "f", "U", "O"}
 """dtype kinds of ``classes_`` that a model file stores: bools, ints, floats, strings
 (and object arrays of those)."""
 
-_HISTORY_KEYS = {
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "train_bacc",
-    "valid_loss",
-    "valid_acc",
-    "valid_bacc",
-    "dur",
-}
 
 _PICKLE_HINT = (
     "Save other objects (pipelines, other estimators) with pickle or joblib, which, like "
@@ -139,6 +130,8 @@ def _classes_from_json(doc):
     values = doc["values"]
     if dtype.kind not in _CLASS_KINDS or not isinstance(values, list):
         raise ValueError(f"classes_ of dtype {dtype}")
+    if dtype.itemsize > 4096:  # "<U500000000" would allocate 2 GB per label
+        raise ValueError(f"classes_ of dtype {dtype}, wider than any label")
     if not all(isinstance(v, bool | int | float | str) for v in values):
         raise ValueError("classes_ must be bools, ints, floats or strings")
     if dtype.kind == "O":
@@ -168,7 +161,7 @@ def _fitted_from_json(est, doc):
     history = doc["history_"]
     if not isinstance(history, list) or not all(
         isinstance(row, dict)
-        and set(row) <= _HISTORY_KEYS
+        and set(row) <= set(HISTORY_KEYS)
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row.values())
         for row in history
     ):
@@ -220,8 +213,9 @@ def save_model(estimator, path):
 
     The file (conventionally ``*.safetensors``) holds the network's weights as
     safetensors tensors and, as JSON, the estimator's class, parameters and fitted
-    attributes and the galaxysim, torch and skorch versions, which :func:`load_model`
-    checks. Loading it runs no code from the file. An interrupted save leaves any
+    attributes and the galaxysim, torch and skorch versions; :func:`load_model` checks
+    the galaxysim and torch versions (skorch's is recorded for provenance). Loading it
+    runs no code from the file. An interrupted save leaves any
     previous file at ``path`` intact.
 
     Pipelines and other estimators are saved with ``pickle`` or ``joblib``
@@ -295,21 +289,28 @@ def _read(path, *, tensors=True):
     try:
         with safetensors.safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            data = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 if tensors else None
+            header = _parse_header(metadata, path)
+            data = {k: handle.get_tensor(k) for k in handle.keys()} if tensors else None  # noqa: SIM118
+    except ValueError:
+        raise
     except Exception as exc:  # the library's SafetensorError: truncated or foreign
         raise _not_a_model(path, f"unreadable as safetensors: {exc}") from exc
+    return header, data
+
+
+def _parse_header(metadata, path):
     text = metadata.get(_METADATA_KEY)
     if text is None:
         raise _not_a_model(path, "a safetensors file without galaxysim's metadata")
     try:
         header = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(
             f"{path} has a corrupt galaxysim header; retrain with `galaxysim train`."
         ) from exc
     if not isinstance(header, dict):
         raise ValueError(f"{path} has a corrupt galaxysim header; retrain with `galaxysim train`.")
-    return header, data
+    return header
 
 
 def read_model_header(path):
@@ -428,6 +429,12 @@ def load_model(path):
     ...
     ValueError: ...notes.txt is not a galaxysim model file (unreadable as safetensors: ...
     """
+    header, _ = _read(path, tensors=False)  # metadata only: nothing else is read before
+    _check_versions(header, path)  # the header and the versions are checked
     header, tensors = _read(path)
-    _check_versions(header, path)
-    return _rebuild(header, tensors, path)
+    try:
+        return _rebuild(header, tensors, path)
+    except ValueError:
+        raise
+    except Exception as exc:  # a header that passed the checks but builds no network
+        raise ValueError(f"{path} holds a model that cannot be rebuilt: {exc}") from exc

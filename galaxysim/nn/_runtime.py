@@ -100,7 +100,12 @@ def seeded(seed, device="cpu"):
         dev = torch.device(device)
         devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        # seed only the generators that fork_rng restores (torch.manual_seed would
+        # also reseed every other CUDA device's, for good)
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(devices[0]):
+                torch.cuda.manual_seed(seed)
         yield
 
 

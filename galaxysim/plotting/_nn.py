@@ -52,8 +52,8 @@ def plot_training_curves(history, *, title=None, figsize=None, fig=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
-        The new figure, or the figure that holds ``fig``. One panel for the losses, a second for the accuracies (and balanced
-        validation accuracy) if present; a dotted line marks the epoch whose weights an
+        The new figure, or the figure that holds ``fig``: one panel for the losses,
+        a second for the accuracies (and balanced validation accuracy) if present; a dotted line marks the epoch whose weights an
         estimator kept (``best_epoch_``) when it is not the last.
 
     Examples

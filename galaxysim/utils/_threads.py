@@ -1,4 +1,8 @@
-"""``n_jobs``: one meaning for every galaxysim estimator and loader."""
+"""``n_jobs`` of the estimators: joblib's meaning for numbers, ``None`` for the pool's own setting.
+
+The image-folder loader, which reads files in a ``joblib.Parallel``, keeps joblib's own
+meaning of ``None`` (one job, unless a ``joblib.parallel_config`` says otherwise).
+"""
 
 import os
 from numbers import Integral
@@ -9,7 +13,7 @@ N_JOBS_DOC = """n_jobs : int, default=None
         Threads to use, with joblib's meaning for numbers: ``-1`` all cores, ``-2``
         all but one, and so on. ``None`` leaves the thread pools as they are
         configured (torch and numba use every core unless told otherwise)."""
-"""numpydoc entry of ``n_jobs``, shared by the estimators and loaders."""
+"""numpydoc entry of ``n_jobs`` of the estimators that run thread pools (torch, numba)."""
 
 
 def _n_cores():

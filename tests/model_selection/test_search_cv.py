@@ -310,3 +310,13 @@ def test_errors(tiny, kwargs, error, match):
     args = {"searches": {"m": pixels()}, "X": X, "y": y, "cv": 2, "k": 3, **kwargs}
     with pytest.raises(error, match=match):
         cross_validate_search(args.pop("searches"), args.pop("X"), args.pop("y"), **args)
+
+
+def test_a_frozen_fitted_step_is_refused():
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.random.default_rng(0).random((30, 4))
+    y = np.arange(30) % 3
+    pipe = make_search_pipeline(FrozenEstimator(StandardScaler().fit(X)), NearestGalaxy())
+    with pytest.raises(ValueError, match="frozen, already fitted step .* leak"):
+        cross_validate_search({"leaky": pipe}, X, y, cv=3, k=2)
