@@ -232,6 +232,10 @@ def test_pickle_payloads_are_never_unpickled(tmp_path):
         (lambda h: h["params"].update(groups={"py/object": "os.system"}), "invalid CNNScorer"),
         (lambda h: h["fitted"]["classes_"].update(dtype="|V8"), "invalid CNNScorer.*classes_"),
         (lambda h: h["fitted"]["classes_"].update(values=[[0], 1, 2]), "invalid CNNScorer"),
+        (  # 2 GB per label from a 100-byte header
+            lambda h: h["fitted"]["classes_"].update(dtype="<U500000000"),
+            "invalid CNNScorer.*wider than any label",
+        ),
         (lambda h: h["fitted"].update(image_shape_=[16, 16]), "invalid CNNScorer.*image_shape_"),
         (lambda h: h["fitted"].pop("best_epoch_"), "invalid CNNScorer"),
         (lambda h: h["module"].update(channels=8), "invalid CNNScorer.*arguments do not match"),
