@@ -4,7 +4,7 @@ __all__ = ["label_name"]
 
 
 def label_name(label, label_names=None):
-    """The display name of a label: ``label_names[label]`` for an int in range, else text.
+    """Display name of a label: its entry in ``label_names`` if an int in range, else its text.
 
     Examples
     --------

@@ -168,7 +168,7 @@ def add_scores(report, results, *, y, label_names=None):
 
 
 def add_precision_curves(report, results):
-    """Add the balanced precision@j curves (``j = 1 .. k``), mean over folds."""
+    """Add the balanced precision@j curves for j from 1 to k, means over folds."""
     from galaxysim.plotting import plot_precision_curves
 
     report.add_figure(
