@@ -107,10 +107,17 @@ callable, default="mse"
                 f"array of shape {X.shape}. Put PixelFlatten() (or an encoder) before it, "
                 "for example make_search_pipeline(Crop64(), PixelFlatten(), NearestGalaxy())."
             )
-        if getattr(X, "dtype", None) == np.uint8:
+        dtype = getattr(X, "dtype", None)
+        if dtype == np.uint8:
             X = validate_data(self, X, reset=reset, dtype=None)
+        elif not reset and self._index.X.dtype == np.uint8 and _is_int(dtype):
+            # integer queries of a uint8 (0-255 pixel) catalogue: the same convention
+            X = validate_data(self, X, reset=reset, dtype=None)
+            X = _as_uint8_pixels(X)
         else:
             X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+            if not reset and self._index.X.dtype == np.uint8:
+                _check_unit_range(X)
         return np.ascontiguousarray(X)
 
     @fit_context
@@ -156,13 +163,20 @@ callable, default="mse"
     def _label_mask(self, within):
         if self._y is None:
             raise ValueError("Searching within labels needs labels: fit with y.")
-        labels = np.atleast_1d(np.asarray(within, dtype=self.classes_.dtype))
-        unknown = np.setdiff1d(labels, self.classes_)
-        if unknown.size:
+        # compare the values themselves: casting to the labels' dtype would cut
+        # "ellipticalXYZ" to "elliptical" and 1.9 to 1
+        wanted = np.atleast_1d(np.asarray(within, dtype=object)).ravel().tolist()
+        if not wanted:
             raise ValueError(
-                f"Unknown labels {unknown.tolist()}; the catalogue has {self.classes_.tolist()}."
+                f"within is empty; give one or more labels of {self.classes_.tolist()}."
             )
-        return np.isin(self._y, np.searchsorted(self.classes_, labels))
+        code_of = {c: i for i, c in enumerate(self.classes_.tolist())}
+        unknown = [v for v in wanted if not _hashable(v) or v not in code_of]
+        if unknown:
+            raise ValueError(
+                f"Unknown labels {unknown}; the catalogue has {self.classes_.tolist()}."
+            )
+        return np.isin(self._y, [code_of[v] for v in wanted])
 
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True, *, within=None):
         """Find the nearest catalogue rows of each query.
@@ -310,3 +324,40 @@ callable, default="mse"
         labels = self.classes_[self._neighbor_labels(X)]
         hits = (labels == np.asarray(y).reshape(-1, 1)).mean(axis=1)
         return float(np.average(hits, weights=sample_weight))
+
+
+def _hashable(value):
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_int(dtype):
+    return dtype is not None and (np.issubdtype(dtype, np.integer) or dtype == np.bool_)
+
+
+def _as_uint8_pixels(X):
+    """Integer query rows of a uint8 catalogue: 0-255 pixel values, as uint8."""
+    if X.dtype == np.bool_:
+        return X.astype(np.uint8) * np.uint8(255)
+    lo, hi = (int(X.min()), int(X.max())) if X.size else (0, 0)
+    if lo < 0 or hi > 255:
+        raise ValueError(
+            f"The query rows are integers from {lo} to {hi}, but the catalogue holds uint8 "
+            "pixels (0-255). Pass queries on the catalogue's scale: uint8 0-255, or floats "
+            "in [0, 1]."
+        )
+    return X.astype(np.uint8)
+
+
+def _check_unit_range(X):
+    """Float query rows of a uint8 catalogue count as [0, 1] pixels: refuse other ranges."""
+    lo, hi = (float(X.min()), float(X.max())) if X.size else (0.0, 0.0)
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(
+            f"The query rows are floats from {lo:.4g} to {hi:.4g}, but the catalogue holds "
+            "uint8 pixels, which float queries match on the [0, 1] scale. Pass uint8 "
+            "queries (0-255), or divide float ones by 255."
+        )

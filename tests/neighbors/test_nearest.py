@@ -217,3 +217,42 @@ def test_pruned_batch_search_is_exact(galaxy_rows, metric):
     ref_w = ref.copy()
     ref_w[:, y != 5] = np.inf
     np.testing.assert_array_equal(ind_w, np.argsort(ref_w, 1, kind="stable")[:, :10])
+
+
+# ------------------------------------------------------------------ queries of another dtype
+def test_integer_and_float_queries_follow_the_uint8_catalogue_convention():
+    search = NearestGalaxy(n_neighbors=3).fit(G8)
+    row = G8[7:8]
+    for query in (row.astype(np.int64), row.astype(np.int16), (row / 255).astype(np.float32)):
+        dist, ind = search.kneighbors(query)
+        assert ind[0, 0] == 7
+        assert dist[0, 0] == pytest.approx(0.0, abs=1e-12)
+    maxabs = NearestGalaxy(n_neighbors=1, metric="maxabs").fit(G8)
+    assert maxabs.kneighbors(row.astype(np.int16))[0][0, 0] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("query", "match"),
+    [
+        (G8[7:8].astype(np.float32), r"floats from .* divide float ones by 255"),
+        (G8[7:8].astype(np.int16) - 300, r"integers from -2.* uint8 pixels \(0-255\)"),
+        (G8[7:8].astype(np.int64) + 1000, r"integers from .* uint8 pixels"),
+    ],
+)
+def test_queries_off_the_catalogue_scale_are_refused(query, match):
+    with pytest.raises(ValueError, match=match):
+        NearestGalaxy(n_neighbors=3).fit(G8).kneighbors(query)
+
+
+def test_within_compares_labels_without_casting():
+    names = np.where(np.arange(len(G8)) % 2, "spiral", "elliptical")
+    search = NearestGalaxy(n_neighbors=3).fit(G8, names)
+    with pytest.raises(ValueError, match=r"Unknown labels \['ellipticalXYZ'\]"):
+        search.kneighbors(Q8, within=["ellipticalXYZ"])
+    with pytest.raises(ValueError, match="within is empty"):
+        search.kneighbors(Q8, within=[])
+    codes = NearestGalaxy(n_neighbors=3).fit(G8, np.arange(len(G8)) % 3)
+    with pytest.raises(ValueError, match=r"Unknown labels \[1.9\]; the catalogue has \[0, 1, 2\]"):
+        codes.kneighbors(Q8, within=[1.9])
+    ind = codes.kneighbors(Q8, within=[np.int64(1), 2.0], return_distance=False)
+    assert set((ind % 3).ravel().tolist()) <= {1, 2}
