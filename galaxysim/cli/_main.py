@@ -409,6 +409,8 @@ def cmd_generate(args):
 
     if args.n < 1:
         raise UserError("--n must be at least 1.")
+    if not (np.isfinite(args.scale) and args.scale >= 0):
+        raise UserError(f"--scale must be a finite number >= 0; got {args.scale:g}.")
     X, y, _, cat_desc = load_catalogue(args)
     vae = deep_model("vae", args, X, y)
     if args.like is None:

@@ -440,8 +440,13 @@ class VAEEncoder(_BaseAutoencoder):
             uint8, grouped by query.
         """
         n_samples = _check_n(n_samples, "n_samples")
-        if not (isinstance(scale, numbers.Real) and scale >= 0):
-            raise ValueError(f"scale must be a non-negative number; got {scale!r}.")
+        if not (
+            isinstance(scale, numbers.Real)
+            and not isinstance(scale, bool)
+            and np.isfinite(scale)
+            and scale >= 0
+        ):
+            raise ValueError(f"scale must be a finite number >= 0; got {scale!r}.")
         mean = self._encode(X)
         rng = check_random_state(random_state)
         noise = rng.standard_normal((len(mean), n_samples, self.latent_dim)).astype(np.float32)

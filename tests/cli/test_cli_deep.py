@@ -125,6 +125,7 @@ def test_generate_writes_a_png_grid(model_dir, tmp_path, capsys, like):
     [
         (["train", "--method", "mse"], "train fits deep models only"),
         (["generate", "--n", "0"], "--n must be at least 1"),
+        (["generate", "--like", "milkyway", "--scale", "inf"], "--scale must be a finite number"),
         (["search", "--method", "cnn", "--epochs", "0"], "--epochs must be at least 1"),
     ],
 )

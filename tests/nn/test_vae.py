@@ -46,8 +46,9 @@ def test_generate_like(fitted, blobs):
     np.testing.assert_array_equal(
         fitted.generate_like(X[0], 2, scale=0.0)[0], fitted.reconstruct(X[:1])[0]
     )
-    with pytest.raises(ValueError, match="scale must be"):
-        fitted.generate_like(X[:1], 2, scale=-1)
+    for bad in (-1, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="scale must be a finite number >= 0"):
+            fitted.generate_like(X[:1], 2, scale=bad)
     with pytest.raises(ValueError, match="fitted on 16x16x3"):
         fitted.generate_like(np.zeros((32, 32, 3), np.uint8), 2)
 
