@@ -143,6 +143,18 @@ def _is_fitted(estimator):
     return True
 
 
+def _given_or_new(model, class_name, params, what):
+    """``model``, or ``galaxysim.nn.<class_name>(**params)`` when it is None (imported
+    only then: galaxysim.pipeline does not import torch)."""
+    if model is None:
+        import galaxysim.nn
+
+        return getattr(galaxysim.nn, class_name)(**params)
+    if params:
+        raise TypeError(f"Pass either {what} or its parameters, not both.")
+    return model
+
+
 def _model_step(model):
     """A fitted model is frozen (the pipeline's fit only indexes the catalogue);
     an unfitted one is trained by the pipeline's fit."""
@@ -221,12 +233,7 @@ def make_cnn_search(cnn=None, *, n_neighbors=10, n_jobs=None, **cnn_params):
     """
     from galaxysim.neighbors import NearestGalaxy
 
-    if cnn is None:
-        from galaxysim.nn import CNNScorer
-
-        cnn = CNNScorer(**cnn_params)
-    elif cnn_params:
-        raise TypeError("Pass either a CNNScorer or its parameters, not both.")
+    cnn = _given_or_new(cnn, "CNNScorer", cnn_params, "a CNNScorer")
     return make_search_pipeline(
         _model_step(cnn),
         NearestGalaxy(n_neighbors=n_neighbors, metric="euclidean", n_jobs=n_jobs),
@@ -275,12 +282,7 @@ def make_autoencoder_search(encoder=None, *, n_neighbors=10, n_jobs=None, **enco
 
     from galaxysim.neighbors import NearestGalaxy
 
-    if encoder is None:
-        from galaxysim.nn import AEEncoder
-
-        encoder = AEEncoder(**encoder_params)
-    elif encoder_params:
-        raise TypeError("Pass either an encoder or its parameters, not both.")
+    encoder = _given_or_new(encoder, "AEEncoder", encoder_params, "an encoder")
     encoder = copy.copy(encoder).set_params(orientation_invariant=True)
     return make_search_pipeline(
         _model_step(encoder),
@@ -325,10 +327,7 @@ def make_method_search(method, *, model=None, n_neighbors=10, n_jobs=None, **mod
         return make_pixel_search(method, n_neighbors=n_neighbors, n_jobs=n_jobs)
     if method == "cnn":
         return make_cnn_search(model, n_neighbors=n_neighbors, n_jobs=n_jobs, **model_params)
-    if model is None:
-        from galaxysim.nn import AEEncoder, VAEEncoder
-
-        model = (AEEncoder if method == "ae" else VAEEncoder)(**model_params)
-    elif model_params:
-        raise TypeError("Pass either a model or its parameters, not both.")
+    model = _given_or_new(
+        model, "AEEncoder" if method == "ae" else "VAEEncoder", model_params, "a model"
+    )
     return make_autoencoder_search(model, n_neighbors=n_neighbors, n_jobs=n_jobs)
