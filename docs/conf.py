@@ -55,6 +55,15 @@ numpydoc_xref_param_type = False
 myst_heading_anchors = 3
 
 # sphinx-gallery
+# Examples on real cutouts read them from the folder named by GALAXYSIM_EXAMPLE_DATA.
+# sphinx-gallery runs each example from its own folder and defines no ``__file__``, so
+# the relative path an example uses from the repository root does not resolve there:
+# point it at the data beside the repository when they are present. An example then
+# fails (the build fails) when it cannot find a file it needs, instead of skipping.
+_EXAMPLE_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+if _EXAMPLE_DATA.is_dir():
+    os.environ.setdefault("GALAXYSIM_EXAMPLE_DATA", str(_EXAMPLE_DATA))
+
 FAST = os.environ.get("GALAXYSIM_DOCS_FAST", "") not in ("", "0")
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",

@@ -23,6 +23,7 @@ catalogue too, or the search matches the framing instead of the galaxy.
 # NaN) and ``pxscale`` (arcsec/pixel). We write 40 cutouts in that exact format: each a
 # 64 px galaxy of the built-in catalogue in the middle of 256 px of sky (the square
 # edges in the pictures below are where those 64 px end).
+import os
 import tempfile
 from pathlib import Path
 
@@ -103,11 +104,16 @@ from galaxysim.datasets import load_milky_way
 from galaxysim.preprocessing import Reframe
 from galaxysim.utils.validation import check_images
 
+# The illustration beside the repository (``../shared/data``): the docs build names
+# that folder in ``GALAXYSIM_EXAMPLE_DATA``, a script finds it from its own location.
 try:
     ROOT = Path(__file__).resolve().parents[2]
 except NameError:  # run interactively, from the repository root
     ROOT = Path.cwd()
-png = ROOT / ".." / "shared" / "data" / "milky-way" / "milky_way_faceon_nasa_jpl_rhurt_424.png"
+SHARED = Path(os.environ.get("GALAXYSIM_EXAMPLE_DATA", ROOT / ".." / "shared" / "data"))
+png = SHARED / "milky-way" / "milky_way_faceon_nasa_jpl_rhurt_424.png"
+if not png.is_file() and "GALAXYSIM_EXAMPLE_DATA" in os.environ:
+    raise FileNotFoundError(f"GALAXYSIM_EXAMPLE_DATA is set but {png} does not exist.")
 if png.is_file():
     raw = check_images(np.asarray(Image.open(png).convert("RGB")))
     panels = [

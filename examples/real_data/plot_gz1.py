@@ -17,21 +17,25 @@ so and stops.
 # %%
 # Find the data
 # -------------
-# sphinx-gallery runs an example from its own folder, a script may run from anywhere:
-# look relative to this file when it is known, else relative to the working directory.
+# The cutouts live beside the repository, in ``../shared/data``. The docs build names
+# that folder in ``GALAXYSIM_EXAMPLE_DATA`` (sphinx-gallery runs an example from its own
+# folder); a script finds it from its own location, or from the working directory.
 import csv
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 try:
-    HERE = Path(__file__).resolve().parent
-    ROOT = HERE.parents[1]
+    ROOT = Path(__file__).resolve().parents[2]
 except NameError:  # run interactively, from the repository root
     ROOT = Path.cwd()
-DATA = (ROOT / ".." / "shared" / "data" / "gz1-dev").resolve()
+SHARED = Path(os.environ.get("GALAXYSIM_EXAMPLE_DATA", ROOT / ".." / "shared" / "data"))
+DATA = (SHARED / "gz1-dev").resolve()
 FOUND = (DATA / "labels.csv").is_file()
+if not FOUND and "GALAXYSIM_EXAMPLE_DATA" in os.environ:
+    raise FileNotFoundError(f"GALAXYSIM_EXAMPLE_DATA is set but {DATA} has no labels.csv.")
 if not FOUND:
     print(f"{DATA} not found: this example needs the gz1-dev cutouts, skipping it.")
 
