@@ -70,7 +70,8 @@ def write_search_report(
     Parameters
     ----------
     out_dir : path-like
-        Report folder (created).
+        Report folder: new, empty, or an earlier galaxysim report, which is replaced
+        whole (:class:`Report`); any other folder is refused.
     results : list of SearchResult
         One entry per method.
     query_image : ndarray of shape (1, H, W, C)
@@ -97,17 +98,17 @@ def write_search_report(
     >>> index = write_search_report(tempfile.mkdtemp(), [res], query_image=images[:1],
     ...                             catalogue_images=images, summary={"query": "toy"})
     >>> sorted(p.name for p in index.parent.iterdir())
-    ['index.html', 'montage_mse.png', 'results.csv']
+    ['.galaxysim-report', 'index.html', 'montage_mse.png', 'results.csv']
     >>> "a &amp; b" in index.read_text(encoding="utf-8")
     True
     """
-    report = Report(out_dir, "galaxysim similarity search")
-    for res in results:
-        add_neighbours(report, res, query_image=query_image, catalogue_images=catalogue_images)
-    for title, filename, fig in extra_figures:
-        report.add_figure(title, filename, fig)
-    report.write_text("results.csv", neighbours_csv(results))
-    return report.finish(summary)
+    with Report(out_dir, "galaxysim similarity search") as report:
+        for res in results:
+            add_neighbours(report, res, query_image=query_image, catalogue_images=catalogue_images)
+        for title, filename, fig in extra_figures:
+            report.add_figure(title, filename, fig)
+        report.write_text("results.csv", neighbours_csv(results))
+        return report.finish(summary)
 
 
 def write_evaluation_report(
@@ -135,7 +136,8 @@ def write_evaluation_report(
     Parameters
     ----------
     out_dir : path-like
-        Report folder (created).
+        Report folder: new, empty, or an earlier galaxysim report, which is replaced
+        whole (:class:`Report`); any other folder is refused.
     cv_results : dict of str to SearchCVResult or list of SearchCVResult
         Cross-validated results, one per method (:func:`~galaxysim.model_selection.cross_validate_search`).
     y : ndarray of shape (n_samples,)
@@ -177,8 +179,8 @@ def write_evaluation_report(
     >>> cv = cross_validate_search({"mse": pixels}, X, y, cv=2, k=3, random_state=0)
     >>> index = write_evaluation_report(tempfile.mkdtemp(), cv, y=y)
     >>> sorted(p.name for p in index.parent.iterdir())  # doctest: +NORMALIZE_WHITESPACE
-    ['index.html', 'neighbours.csv', 'precision_curves.png', 'precision_per_class.png',
-     'results.csv', 'results.json']
+    ['.galaxysim-report', 'index.html', 'neighbours.csv', 'precision_curves.png',
+     'precision_per_class.png', 'results.csv', 'results.json']
     """
     results = list(cv_results.values()) if isinstance(cv_results, Mapping) else list(cv_results)
     if not results:
@@ -188,87 +190,91 @@ def write_evaluation_report(
     if (search_results or models) and (query_image is None or catalogue_images is None):
         raise ValueError("search_results and models need query_image and catalogue_images.")
     y = np.asarray(y)
-    report = Report(out_dir, "galaxysim evaluation")
-    k = results[0].k
-    labels = results[0].classes
-    class_names = [label_name(c, label_names) for c in labels]
-    rows = [evaluation_summary(res, label_names) for res in results]
+    with Report(out_dir, "galaxysim evaluation") as report:
+        k = results[0].k
+        labels = results[0].classes
+        class_names = [label_name(c, label_names) for c in labels]
+        rows = [evaluation_summary(res, label_names) for res in results]
 
-    add_scores(report, results, y=y, label_names=label_names)
-    add_precision_curves(report, results)
-    add_per_class_precision(report, results, y=y, label_names=label_names)
-    classifiers = {}
-    for res in results:
-        summary = classifier_summary(res, label_names)
-        if summary is not None:
-            classifiers[res.method] = summary
-            add_confusion_matrix(report, res, label_names=label_names)
+        add_scores(report, results, y=y, label_names=label_names)
+        add_precision_curves(report, results)
+        add_per_class_precision(report, results, y=y, label_names=label_names)
+        classifiers = {}
+        for res in results:
+            summary = classifier_summary(res, label_names)
+            if summary is not None:
+                classifiers[res.method] = summary
+                add_confusion_matrix(report, res, label_names=label_names)
 
-    # the query's neighbours and the deep models, all fitted on the whole catalogue
-    for res in search_results:
-        add_neighbours(
-            report,
-            res,
-            query_image=query_image,
-            catalogue_images=catalogue_images,
-            query_title="query",
-            table_open=False,
-        )
-    for method, model in models.items():
-        if getattr(model, "history_", None):
-            add_training_curves(report, model, method=method)
-    autoencoders = {m: model for m, model in models.items() if hasattr(model, "reconstruct")}
-    if autoencoders:
-        rng = np.random.default_rng(random_state)
-        examples = np.array([rng.choice(np.flatnonzero(y == c)) for c in labels])
-        shown = np.concatenate([query_image, catalogue_images[examples]])
-        for method, model in autoencoders.items():
-            add_reconstructions(report, model, shown, method=method, titles=["query", *class_names])
-            add_latent_map(
+        # the query's neighbours and the deep models, all fitted on the whole catalogue
+        for res in search_results:
+            add_neighbours(
                 report,
-                model,
-                catalogue_images,
-                y,
-                method=method,
-                label_names=label_names,
+                res,
                 query_image=query_image,
-                query_desc=query_desc,
+                catalogue_images=catalogue_images,
+                query_title="query",
+                table_open=False,
             )
-    for method, model in models.items():
-        if hasattr(model, "generate_like"):
-            add_generated(
-                report,
-                model,
-                query_image,
-                method=method,
-                query_desc=query_desc,
-                random_state=random_state,
-            )
+        for method, model in models.items():
+            if getattr(model, "history_", None):
+                add_training_curves(report, model, method=method)
+        autoencoders = {m: model for m, model in models.items() if hasattr(model, "reconstruct")}
+        if autoencoders:
+            rng = np.random.default_rng(random_state)
+            examples = np.array([rng.choice(np.flatnonzero(y == c)) for c in labels])
+            shown = np.concatenate([query_image, catalogue_images[examples]])
+            for method, model in autoencoders.items():
+                add_reconstructions(
+                    report, model, shown, method=method, titles=["query", *class_names]
+                )
+                add_latent_map(
+                    report,
+                    model,
+                    catalogue_images,
+                    y,
+                    method=method,
+                    label_names=label_names,
+                    query_image=query_image,
+                    query_desc=query_desc,
+                )
+        for method, model in models.items():
+            if hasattr(model, "generate_like"):
+                add_generated(
+                    report,
+                    model,
+                    query_image,
+                    method=method,
+                    query_desc=query_desc,
+                    random_state=random_state,
+                )
 
-    # data files, then index.html
-    report.write_text("results.csv", _results_csv(rows))
-    report.write_text("neighbours.csv", neighbours_csv(search_results))
-    report.write_json(
-        "results.json",
-        {
-            **{key: str(v) for key, v in facts.items()},
-            "k": k,
-            "classes": class_names,
-            "class_counts": class_counts(results, y, label_names),
-            "methods": {
-                row["method"]: {
-                    **row,
-                    "precision_at_k_curve_balanced": res.mean("precision_curve_balanced"),
-                    "precision_at_k_curve_mean": res.mean("precision_curve_mean"),
-                    "precision_at_k_balanced_per_fold": res.fold_scores["precision_balanced"],
-                    "fit_seconds": res.fit_time,
-                    "query_seconds": res.query_time,
-                    **(
-                        {"classifier": classifiers[res.method]} if res.method in classifiers else {}
-                    ),
-                }
-                for row, res in zip(rows, results, strict=True)
+        # data files, then index.html
+        report.write_text("results.csv", _results_csv(rows))
+        report.write_text("neighbours.csv", neighbours_csv(search_results))
+        report.write_json(
+            "results.json",
+            {
+                **{key: str(v) for key, v in facts.items()},
+                "k": k,
+                "classes": class_names,
+                "class_counts": class_counts(results, y, label_names),
+                "methods": {
+                    row["method"]: {
+                        **row,
+                        "precision_at_k_curve_balanced": res.mean("precision_curve_balanced"),
+                        "precision_at_k_curve_mean": res.mean("precision_curve_mean"),
+                        "precision_at_k_balanced_per_fold": res.fold_scores["precision_balanced"],
+                        "fit_seconds": res.fit_time,
+                        "query_seconds": res.query_time,
+                        **(
+                            {"classifier": classifiers[res.method]}
+                            if res.method in classifiers
+                            else {}
+                        ),
+                    }
+                    for row, res in zip(rows, results, strict=True)
+                },
             },
-        },
-    )
-    return report.finish(facts)
+        )
+        return report.finish(facts)

@@ -28,6 +28,7 @@ from galaxysim.report import (
     write_evaluation_report,
     write_search_report,
 )
+from galaxysim.report._folder import MARKER
 
 REPO = Path(__file__).resolve().parents[2]
 NASTY = ["<script>alert(1)</script>", "a & b", 'Édge-on ✓ "quoted"', "d"]
@@ -136,6 +137,7 @@ def test_evaluation_report_escapes_class_names(tmp_path, data):
     # the page's own markup is not escaped
     assert "<b>Balanced</b>" in page and "&middot;" in page
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        MARKER,
         "confusion_cnn.png",
         "index.html",
         "montage_mse.png",
@@ -191,6 +193,7 @@ def test_method_names_are_safe_file_names(tmp_path, data):
     res.method = "../evil name"
     write_search_report(tmp_path / "r", [res], query_image=X[:1], catalogue_images=X, summary={})
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        MARKER,
         "index.html",
         "montage_evil_name.png",
         "results.csv",
@@ -242,7 +245,10 @@ def test_every_file_written_atomically_and_index_last(tmp_path, data, monkeypatc
         catalogue_images=X,
     )
     assert written[-1] == "index.html" and written.count("index.html") == 1
-    assert sorted(written) == sorted(p.name for p in tmp_path.iterdir())
+    # the marker naming them is written when the report is swapped into place
+    assert sorted([*written, MARKER]) == sorted(p.name for p in tmp_path.iterdir())
+    marker = json.loads((tmp_path / MARKER).read_text(encoding="utf-8"))
+    assert sorted(marker["files"]) == sorted(written)
 
 
 def test_a_failing_section_leaves_no_index(tmp_path, data, monkeypatch):
@@ -255,10 +261,15 @@ def test_a_failing_section_leaves_no_index(tmp_path, data, monkeypatch):
 
     with pytest.raises(RuntimeError, match="boom"):
         write_evaluation_report(
-            tmp_path, cv, y=y, models={"ae": Broken()}, query_image=X[:1], catalogue_images=X
+            tmp_path / "r",
+            cv,
+            y=y,
+            models={"ae": Broken()},
+            query_image=X[:1],
+            catalogue_images=X,
         )
-    assert not (tmp_path / "index.html").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    # no report folder, and no staging folder left beside it
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_evaluation_report_needs_images_for_pictures(tmp_path, data):
