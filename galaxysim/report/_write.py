@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -28,6 +29,41 @@ __all__ = [
 ]
 
 
+# cells a spreadsheet would run as a formula (OWASP, "CSV Injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_NUMBER = re.compile(r"[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|nan)")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that a spreadsheet shows as written and never runs as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a line break (OWASP's
+    advice on CSV injection) gets a leading ``'``; numbers, and text that is just a
+    number such as ``"-0.5"``, stay as they are.
+
+    Examples
+    --------
+    >>> print(spreadsheet_safe('=HYPERLINK("http://x", "y")'))
+    '=HYPERLINK("http://x", "y")
+    >>> spreadsheet_safe("-0.5")
+    '-0.5'
+    >>> spreadsheet_safe("-1+cmd"), spreadsheet_safe(-3), spreadsheet_safe("Round Smooth")
+    ("'-1+cmd", -3, 'Round Smooth')
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_text(header, rows):
+    """CSV text of ``header`` and ``rows``, every cell made :func:`spreadsheet_safe`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for row in (header, *rows):
+        writer.writerow([spreadsheet_safe(v) for v in row])
+    return buf.getvalue()
+
+
 def _csv_value(v):
     if isinstance(v, float):
         return "" if np.isnan(v) else f"{v:.6g}"
@@ -35,31 +71,32 @@ def _csv_value(v):
 
 
 def _results_csv(rows):
-    buf = io.StringIO()
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _csv_value(v) for key, v in row.items()})
-    return buf.getvalue()
+    return csv_text(fields, [[_csv_value(row.get(key, "")) for key in fields] for row in rows])
 
 
 def neighbours_csv(results):
     """CSV text of ranked neighbours: method, rank, index, label, distance.
+
+    Text that a spreadsheet would run as a formula (a label ``=HYPERLINK(...)``) is
+    written with a leading ``'`` (:func:`spreadsheet_safe`).
 
     Examples
     --------
     >>> from galaxysim.report import SearchResult
     >>> neighbours_csv([SearchResult("mse", [0.5], [3], ["a"])]).splitlines()
     ['method,rank,index,label,distance', 'mse,1,3,a,0.5']
+    >>> neighbours_csv([SearchResult("mse", [-0.5], [3], ["=1+1"])]).splitlines()[1]
+    "mse,1,3,'=1+1,-0.5"
     """
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["method", "rank", "index", "label", "distance"])
-    for res in results:
-        for rank, index, name, dist in res.rows:
-            writer.writerow([res.method, rank, index, name, f"{dist:.8g}"])
-    return buf.getvalue()
+    return csv_text(
+        ["method", "rank", "index", "label", "distance"],
+        [
+            [res.method, rank, index, name, f"{dist:.8g}"]
+            for res in results
+            for rank, index, name, dist in res.rows
+        ],
+    )
 
 
 def write_search_report(

@@ -165,6 +165,54 @@ def test_evaluation_report_escapes_class_names(tmp_path, data):
     assert "classifier" not in res["methods"]["mse"]
 
 
+FORMULAS = [
+    '=HYPERLINK("http://evil.invalid", "click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\t=1",
+    "\r=1",
+    "\n=1",
+    "-",
+]
+
+
+def test_csv_cells_cannot_run_as_formulas(tmp_path, data):
+    # OWASP's CSV injection: text cells starting =, +, -, @, tab or a line break get a
+    # leading quote; numbers (negative distances, "-1" labels) stay numbers
+    X, y = data
+    labels = [*FORMULAS, "-1", "Round Smooth"]
+    n = len(labels)
+    res = SearchResult("=cmd()", -np.arange(n) / 2, np.arange(n) % len(X), labels)
+    write_search_report(tmp_path / "s", [res], query_image=X[:1], catalogue_images=X, summary={})
+    with open(tmp_path / "s" / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == ["'" + t for t in FORMULAS] + ["-1", "Round Smooth"]
+    assert {r["method"] for r in rows} == {"'=cmd()"}
+    assert [float(r["distance"]) for r in rows] == (-np.arange(n) / 2).tolist()
+
+    # the evaluation's results.csv and neighbours.csv: method names and labels
+    cv = cv_results(X, y)
+    cv["mse"].method = "@mse"
+    evil = [FORMULAS[0], "a", "b", "c"]
+    write_evaluation_report(
+        tmp_path / "e",
+        cv,
+        y=y,
+        label_names=evil,
+        search_results=[SearchResult("-mse", [0.5], [3], [FORMULAS[0]])],
+        query_image=X[:1],
+        catalogue_images=X,
+    )
+    with open(tmp_path / "e" / "results.csv", newline="", encoding="utf-8") as f:
+        results = list(csv.DictReader(f))
+    assert results[0]["method"] == "'@mse"
+    assert f"precision_at_k[{FORMULAS[0]}]" in results[0]  # not at the start of a cell
+    with open(tmp_path / "e" / "neighbours.csv", newline="", encoding="utf-8") as f:
+        (row,) = csv.DictReader(f)
+    assert (row["method"], row["label"]) == ("'-mse", "'" + FORMULAS[0])
+
+
 def test_html_table_cells():
     t = table(["a", "b", "c"], [["<x>", 0.25, float("nan")], ["y", 3, np.float32(1)]])
     assert [c["num"] for c in t["header"]] == [False, False, False]
