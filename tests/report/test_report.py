@@ -213,6 +213,25 @@ def test_csv_cells_cannot_run_as_formulas(tmp_path, data):
     assert (row["method"], row["label"]) == ("'-mse", "'" + FORMULAS[0])
 
 
+def test_mathtext_like_labels_do_not_break_the_figures(tmp_path, data):
+    # a '$...$' label made matplotlib's mathtext parser raise in savefig
+    X, y = data
+    names = ["$\\frac{1", "a_b^c$", "$x$", "d"]
+    res = SearchResult("m$", [0.1, 0.2], [0, 1], names[:2], title="$\\frac{$")
+    write_search_report(tmp_path / "s", [res], query_image=X[:1], catalogue_images=X, summary={})
+    index = write_evaluation_report(
+        tmp_path / "e",
+        cv_results(X, y),
+        y=y,
+        label_names=names,
+        search_results=[res],
+        query_image=X[:1],
+        query_desc="$q",
+        catalogue_images=X,
+    )
+    assert "confusion_cnn.png" in index.read_text(encoding="utf-8")
+
+
 def test_html_table_cells():
     t = table(["a", "b", "c"], [["<x>", 0.25, float("nan")], ["y", 3, np.float32(1)]])
     assert [c["num"] for c in t["header"]] == [False, False, False]
