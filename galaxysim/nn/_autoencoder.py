@@ -46,7 +46,8 @@ _COMMON_PARAMS_DOC = (
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, shuffling and augmentation inside ``torch.random.fork_rng``
         (the global torch RNG is untouched). The same int gives a bitwise identical
-        model on CPU.
+        model on the CPU for the same ``n_jobs`` (thread count), kind of CPU and torch
+        version (not guaranteed on a GPU).
     verbose : int, default=0
         1 shows a progress bar over epochs, 2 also skorch's per-epoch table."""
 )

@@ -86,7 +86,8 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, sampling, augmentation and dropout (through
         ``torch.random.fork_rng``; the global torch RNG is untouched). The same int
-        gives a bitwise identical model on CPU.
+        gives a bitwise identical model on the CPU for the same ``n_jobs`` (thread
+        count), kind of CPU and torch version (not guaranteed on a GPU).
     verbose : int, default=0
         1 shows a progress bar over epochs, 2 also skorch's per-epoch table.
 

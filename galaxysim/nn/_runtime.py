@@ -21,14 +21,21 @@ RUNTIME_PARAMS_DOC = (
     + N_JOBS_DOC
     + """
         Here: torch's intra-op threads, set for the duration of each call (``fit``,
-        ``transform``, ``predict``, ...) and restored afterwards.
+        ``transform``, ``predict``, ...) and restored afterwards. The thread count
+        changes how torch splits its sums, so the same ``random_state`` gives a
+        bitwise identical model only with the same number of threads (``n_jobs=1``
+        and ``n_jobs=2`` give weights that differ in their last bits, about 1e-7
+        after one epoch), on the same kind of CPU, with the same torch version.
+        ``None`` follows torch's setting, by default every core of the machine:
+        give an int for training runs that repeat on other machines.
     precision : {"float32", "bfloat16"}, default="float32"
         Arithmetic of the forward passes in training and inference. ``"bfloat16"`` runs
         them under ``torch.autocast`` (weights, gradients and the Adam state stay
         float32; outputs are returned as float32): faster on CPUs with AVX512-BF16 or
         AMX and on recent GPUs, slower than float32 on a CPU without native bfloat16
-        (see the benchmarks page for speed and accuracy). Results are deterministic for
-        a given ``random_state`` in both precisions but differ between them."""
+        (see the benchmarks page for speed and accuracy). Results repeat for a given
+        ``random_state`` (and thread count, see ``n_jobs``) in both precisions but
+        differ between them."""
 )
 """numpydoc entries of ``device``, ``n_jobs`` and ``precision``, shared by the estimators."""
 

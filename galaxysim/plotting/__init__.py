@@ -18,6 +18,11 @@ state, so it works under any backend (Agg on a headless machine included); save 
 Given ``ax`` or ``fig``, a function creates no figure of its own and returns the
 figure that holds what it drew into (the top-level one, which ``savefig`` writes).
 
+Text from the arguments (labels, class and method names, titles) is drawn as written:
+a ``$`` is a dollar sign, never the start of mathtext, so a label such as
+``"$\\frac{1"`` neither breaks ``savefig`` nor renders as a formula, and a name
+starting with ``_`` still gets its legend entry.
+
 Examples
 --------
 >>> import numpy as np

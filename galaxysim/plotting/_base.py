@@ -1,9 +1,29 @@
-"""Where a plotting function draws: a new Figure, or the caller's Axes or (Sub)Figure."""
+"""Where a plotting function draws (a new Figure, or the caller's Axes or (Sub)Figure),
+and text drawn as written."""
+
+import re
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, FigureBase
 
-__all__ = ["new_or_given_axes", "new_or_given_figure", "root_figure"]
+__all__ = ["literal", "new_or_given_axes", "new_or_given_figure", "root_figure"]
+
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # all but the line break
+
+
+def literal(text):
+    r"""``text`` as matplotlib should draw it: as written, never parsed as mathtext.
+
+    Every ``$`` is escaped, so a label such as ``"$\frac{1"`` (which mathtext cannot
+    parse: ``savefig`` would raise) or ``"$x$"`` is drawn character for character;
+    control characters other than the line break (no font has them) become spaces.
+
+    Examples
+    --------
+    >>> print(literal(r"$\frac{1"), literal("a_b^c$"), literal(3))
+    \$\frac{1 a_b^c\$ 3
+    """
+    return _CONTROL.sub(" ", str(text)).replace("$", r"\$")
 
 
 def root_figure(artist):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from galaxysim.plotting._base import new_or_given_figure
+from galaxysim.plotting._base import literal, new_or_given_figure
 from galaxysim.utils.validation import check_images
 
 __all__ = ["plot_neighbors", "show_image"]
@@ -99,7 +99,7 @@ def plot_neighbors(
     )
     ax = fig.add_subplot(grid[0, 0])
     show_image(ax, query)
-    ax.set_title(query_title, fontsize=9, fontweight="bold")
+    ax.set_title(literal(query_title), fontsize=9, fontweight="bold")
     for side in ax.spines.values():
         side.set_edgecolor("tab:red")
         side.set_linewidth(2.5)
@@ -111,10 +111,10 @@ def plot_neighbors(
             parts.append(f"[{int(indices[i])}]")
         caption = " ".join(parts)
         if labels is not None:
-            caption += f"\n{labels[i]}"
+            caption += f"\n{literal(labels[i])}"
         if distances is not None:
             caption += f"\nd={float(distances[i]):.4g}"
         ax.set_title(caption, fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(literal(title), fontsize=11)
     return root

@@ -9,7 +9,7 @@ they draw there instead.
 
 import numpy as np
 
-from galaxysim.plotting._base import new_or_given_axes, new_or_given_figure
+from galaxysim.plotting._base import literal, new_or_given_axes, new_or_given_figure
 from galaxysim.plotting._montage import show_image
 from galaxysim.utils.validation import check_images
 
@@ -87,7 +87,7 @@ def plot_training_curves(history, *, title=None, figsize=None, fig=None):
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal(title))
     return root
 
 
@@ -138,7 +138,7 @@ def plot_confusion_matrix(
     cm = confusion_matrix(y_true, y_pred, labels=labels, normalize=normalize)
     if labels is None:
         labels = unique_labels(y_true, y_pred)
-    names = [str(v) for v in (labels if display_labels is None else display_labels)]
+    names = [literal(v) for v in (labels if display_labels is None else display_labels)]
     if len(names) != len(labels):
         raise ValueError(f"display_labels has {len(names)} names for {len(labels)} labels.")
     size = max(3.5, 0.55 * len(labels) + 2.0)
@@ -156,7 +156,7 @@ def plot_confusion_matrix(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if title:
-        ax.set_title(title)
+        ax.set_title(literal(title))
     return fig
 
 
@@ -208,11 +208,11 @@ def plot_reconstructions(
             ax = axes[i, j]
             show_image(ax, imgs[j], frame=False)
         if titles is not None and j < len(titles):
-            axes[0, j].set_title(str(titles[j]), fontsize=8)
+            axes[0, j].set_title(literal(titles[j]), fontsize=8)
     axes[0, 0].set_ylabel("original")
     axes[1, 0].set_ylabel("reconstruction")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal(title))
     return root
 
 
@@ -257,9 +257,9 @@ def plot_generated(images, *, n_cols=8, titles=None, title=None, fig=None):
             continue
         show_image(ax, imgs[k], frame=False)
         if titles is not None and k < len(titles):
-            ax.set_title(str(titles[k]), fontsize=7)
+            ax.set_title(literal(titles[k]), fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal(title))
     return root
 
 
@@ -342,7 +342,7 @@ def plot_latent_map(
                     marker="o",
                     ms=6,
                     color=colours[k],
-                    label=_label_name(lab, label_names),
+                    label=literal(_label_name(lab, label_names)),
                 )
             )
     if highlight is not None:
@@ -366,7 +366,7 @@ def plot_latent_map(
                 ms=12,
                 color="black",
                 markeredgecolor="yellow",
-                label=highlight_label,
+                label=literal(highlight_label),
             )
         )
     ev = pca.explained_variance_ratio_
@@ -375,7 +375,7 @@ def plot_latent_map(
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="best")
     if title:
-        ax.set_title(title)
+        ax.set_title(literal(title))
     return fig
 
 

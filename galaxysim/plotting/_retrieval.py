@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from galaxysim.plotting._base import new_or_given_axes
+from galaxysim.plotting._base import literal, new_or_given_axes
 
 __all__ = ["plot_per_class_precision", "plot_precision_curves"]
 
@@ -40,23 +40,25 @@ def plot_precision_curves(curves, *, chance=None, ylabel="precision@k", title=No
     ax, fig = new_or_given_axes(ax, (6.4, 3.8))
     markers = "os^Dv<>ph*"
     kmax = 1
+    lines = []
     for i, (name, values) in enumerate(curves.items()):
         values = np.asarray(values, dtype=float)
         if values.ndim != 1 or len(values) == 0:
             raise ValueError(f"curve {name!r} must be a non-empty 1-D sequence.")
         ks = np.arange(1, len(values) + 1)
         kmax = max(kmax, len(values))
-        ax.plot(ks, values, marker=markers[i % len(markers)], ms=4, label=str(name))
+        (line,) = ax.plot(ks, values, marker=markers[i % len(markers)], ms=4, label=literal(name))
+        lines.append(line)
     if chance is not None:
-        ax.axhline(chance, color="grey", ls=":", lw=1.2, label="chance")
+        lines.append(ax.axhline(chance, color="grey", ls=":", lw=1.2, label="chance"))
     ax.set_xlabel("k (neighbours)")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(literal(ylabel))
     ax.set_xticks(np.unique(np.linspace(1, kmax, min(kmax, 10)).round().astype(int)))
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncols=2)
+    ax.legend(handles=lines, fontsize=8, ncols=2)  # a name starting "_" is kept too
     if title:
-        ax.set_title(title)
+        ax.set_title(literal(title))
     return fig
 
 
@@ -100,26 +102,28 @@ def plot_per_class_precision(per_class, *, chance=None, ylabel="precision@k", ti
     width = 0.8 / n_m
     x = np.arange(n_c)
     ax, fig = new_or_given_axes(ax, (max(6.4, 0.35 * n_m * n_c + 2), 3.8))
+    handles = []
     for i, m in enumerate(methods):
         vals = [per_class[m][c] for c in classes]
-        bars = ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=str(m))
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=literal(m))
+        handles.append(bars)
         if n_c * n_m <= 40:
             ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
     if chance is not None:
         for j, c in enumerate(classes):
             if c in chance:
                 ax.hlines(chance[c], j - 0.45, j + 0.45, color="black", ls=":", lw=1.2)
-        ax.plot([], [], color="black", ls=":", label="chance")
+        handles += ax.plot([], [], color="black", ls=":", label="chance")
     ax.set_xticks(
         x,
-        [str(c) for c in classes],
+        [literal(c) for c in classes],
         rotation=30 if n_c > 5 else 0,
         ha="right" if n_c > 5 else "center",
     )
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(literal(ylabel))
     ax.set_ylim(0, 1.08)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
-        ax.set_title(title)
+        ax.set_title(literal(title))
     return fig

@@ -2,12 +2,16 @@
 
 The templates ship as package data (``galaxysim/report/templates/*.html``) and every
 value rendered into them is escaped by the template engine. A :class:`Report` collects
-sections (one ``add_*`` function per section) and data files, each written atomically,
-and writes index.html last. :func:`write_search_report` and
+sections (one ``add_*`` function per section) and data files in a staging folder,
+writes index.html last and swaps the folder into place whole: a reader sees the
+earlier report or the new one, never a mix. :func:`check_report_dir` tells early
+whether a folder can take a report (new, empty, or an earlier report). CSV cells that
+a spreadsheet would run as formulas are neutralised. :func:`write_search_report` and
 :func:`write_evaluation_report` compose the two reports of the ``galaxysim`` command;
 :func:`format_table` and :func:`format_scores` are the text tables it prints.
 """
 
+from galaxysim.report._folder import check_report_dir
 from galaxysim.report._labels import label_name
 from galaxysim.report._page import Report, save_figure, table
 from galaxysim.report._sections import (
@@ -42,6 +46,7 @@ __all__ = [
     "add_reconstructions",
     "add_scores",
     "add_training_curves",
+    "check_report_dir",
     "classifier_summary",
     "evaluation_summary",
     "format_scores",

@@ -1,4 +1,5 @@
-"""A report folder: sections rendered from Jinja2 templates, data files, then index.html."""
+"""A report: sections rendered from Jinja2 templates, data files, then index.html,
+staged and swapped into place whole."""
 
 import io
 import json
@@ -10,6 +11,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from galaxysim import __version__
+from galaxysim.report._folder import ReportFolder
 from galaxysim.utils._io import atomic_write
 
 __all__ = ["Report", "save_figure", "table"]
@@ -120,21 +122,31 @@ def _json_safe(obj):
 class Report:
     """A report folder: PNG figures, sections and data files, then index.html.
 
-    Each section is rendered from a template of ``galaxysim/report/templates``; every
-    file is written atomically and index.html last (by :meth:`finish`), so an
-    interrupted run never leaves a report that looks complete.
+    Each section is rendered from a template of ``galaxysim/report/templates``. The
+    files are written into a fresh staging folder beside ``out_dir`` (index.html last)
+    and :meth:`finish` swaps it into place whole, so a reader of ``out_dir`` sees the
+    earlier complete report or the new complete one, never a mix of two runs, and an
+    interrupted run leaves the earlier report as it was. ``out_dir`` must be new, empty
+    or an earlier galaxysim report holding only its own files (it is then replaced);
+    anything else is refused, never deleted (:func:`check_report_dir`). The staging
+    folders of runs that were killed are removed by the next report written there.
+
+    Use it as a context manager (or call :meth:`discard`) to remove the staging
+    folder at once when building the report fails.
 
     Parameters
     ----------
     out_dir : path-like
-        Report folder (created).
+        Report folder (created, or replaced whole by :meth:`finish`).
     title : str
         Page heading.
 
     Attributes
     ----------
+    path : pathlib.Path
+        The report folder, absolute.
     out : pathlib.Path
-        The folder.
+        Where the files are written until :meth:`finish`: the staging folder.
     sections : list of dict
         ``{"anchor", "heading", "body"}`` of every section so far.
     links : list of str
@@ -143,21 +155,34 @@ class Report:
     Examples
     --------
     >>> import tempfile
-    >>> report = Report(tempfile.mkdtemp(), "a & b")
-    >>> report.add_section("Numbers", "figure.html", caption="<none>", filename="x.png",
-    ...                    alt="x", table=None)
-    >>> index = report.finish({"catalogue": "toy"})
+    >>> with Report(tempfile.mkdtemp(), "a & b") as report:
+    ...     report.add_section("Numbers", "figure.html", caption="<none>", filename="x.png",
+    ...                        alt="x", table=None)
+    ...     index = report.finish({"catalogue": "toy"})
     >>> page = index.read_text(encoding="utf-8")
     >>> "<h1>a &amp; b</h1>" in page, "&lt;none&gt;" in page
     (True, True)
     """
 
     def __init__(self, out_dir, title):
-        self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._folder = ReportFolder(out_dir)
+        self._given = Path(out_dir)
+        self.path = self._folder.dest
+        self.out = self._folder.staging
         self.title = title
         self.sections = []
         self.links = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.discard()  # nothing left to remove after finish
+
+    def discard(self):
+        """Remove the staging folder; ``out_dir`` is left as it was (after :meth:`finish`,
+        nothing to do)."""
+        self._folder.discard()
 
     def add_section(self, heading, template, **context):
         """Add a section whose body is ``template`` rendered with ``context``.
@@ -212,7 +237,7 @@ class Report:
         self.write_text(filename, json.dumps(_json_safe(obj), indent=2) + "\n")
 
     def finish(self, facts):
-        """Write index.html (last) and return its path.
+        """Write index.html (last), swap the report into place and return its path.
 
         Parameters
         ----------
@@ -222,6 +247,7 @@ class Report:
         Returns
         -------
         index : pathlib.Path
+            ``index.html`` in the report folder (``out_dir / "index.html"``).
         """
         page = render(
             "page.html",
@@ -233,4 +259,5 @@ class Report:
         )
         with atomic_write(self.out / "index.html", mode="w") as f:
             f.write(page)
-        return self.out / "index.html"
+        self._folder.commit()
+        return self._given / "index.html"

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -28,6 +29,41 @@ __all__ = [
 ]
 
 
+# cells a spreadsheet would run as a formula (OWASP, "CSV Injection")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_NUMBER = re.compile(r"[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|nan)")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that a spreadsheet shows as written and never runs as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a line break (OWASP's
+    advice on CSV injection) gets a leading ``'``; numbers, and text that is just a
+    number such as ``"-0.5"``, stay as they are.
+
+    Examples
+    --------
+    >>> print(spreadsheet_safe('=HYPERLINK("http://x", "y")'))
+    '=HYPERLINK("http://x", "y")
+    >>> spreadsheet_safe("-0.5")
+    '-0.5'
+    >>> spreadsheet_safe("-1+cmd"), spreadsheet_safe(-3), spreadsheet_safe("Round Smooth")
+    ("'-1+cmd", -3, 'Round Smooth')
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_text(header, rows):
+    """CSV text of ``header`` and ``rows``, every cell made :func:`spreadsheet_safe`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    for row in (header, *rows):
+        writer.writerow([spreadsheet_safe(v) for v in row])
+    return buf.getvalue()
+
+
 def _csv_value(v):
     if isinstance(v, float):
         return "" if np.isnan(v) else f"{v:.6g}"
@@ -35,31 +71,32 @@ def _csv_value(v):
 
 
 def _results_csv(rows):
-    buf = io.StringIO()
     fields = list(dict.fromkeys(key for row in rows for key in row))
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _csv_value(v) for key, v in row.items()})
-    return buf.getvalue()
+    return csv_text(fields, [[_csv_value(row.get(key, "")) for key in fields] for row in rows])
 
 
 def neighbours_csv(results):
     """CSV text of ranked neighbours: method, rank, index, label, distance.
+
+    Text that a spreadsheet would run as a formula (a label ``=HYPERLINK(...)``) is
+    written with a leading ``'`` (:func:`spreadsheet_safe`).
 
     Examples
     --------
     >>> from galaxysim.report import SearchResult
     >>> neighbours_csv([SearchResult("mse", [0.5], [3], ["a"])]).splitlines()
     ['method,rank,index,label,distance', 'mse,1,3,a,0.5']
+    >>> neighbours_csv([SearchResult("mse", [-0.5], [3], ["=1+1"])]).splitlines()[1]
+    "mse,1,3,'=1+1,-0.5"
     """
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["method", "rank", "index", "label", "distance"])
-    for res in results:
-        for rank, index, name, dist in res.rows:
-            writer.writerow([res.method, rank, index, name, f"{dist:.8g}"])
-    return buf.getvalue()
+    return csv_text(
+        ["method", "rank", "index", "label", "distance"],
+        [
+            [res.method, rank, index, name, f"{dist:.8g}"]
+            for res in results
+            for rank, index, name, dist in res.rows
+        ],
+    )
 
 
 def write_search_report(
@@ -70,7 +107,8 @@ def write_search_report(
     Parameters
     ----------
     out_dir : path-like
-        Report folder (created).
+        Report folder: new, empty, or an earlier galaxysim report, which is replaced
+        whole (:class:`Report`); any other folder is refused.
     results : list of SearchResult
         One entry per method.
     query_image : ndarray of shape (1, H, W, C)
@@ -97,17 +135,17 @@ def write_search_report(
     >>> index = write_search_report(tempfile.mkdtemp(), [res], query_image=images[:1],
     ...                             catalogue_images=images, summary={"query": "toy"})
     >>> sorted(p.name for p in index.parent.iterdir())
-    ['index.html', 'montage_mse.png', 'results.csv']
+    ['.galaxysim-report', 'index.html', 'montage_mse.png', 'results.csv']
     >>> "a &amp; b" in index.read_text(encoding="utf-8")
     True
     """
-    report = Report(out_dir, "galaxysim similarity search")
-    for res in results:
-        add_neighbours(report, res, query_image=query_image, catalogue_images=catalogue_images)
-    for title, filename, fig in extra_figures:
-        report.add_figure(title, filename, fig)
-    report.write_text("results.csv", neighbours_csv(results))
-    return report.finish(summary)
+    with Report(out_dir, "galaxysim similarity search") as report:
+        for res in results:
+            add_neighbours(report, res, query_image=query_image, catalogue_images=catalogue_images)
+        for title, filename, fig in extra_figures:
+            report.add_figure(title, filename, fig)
+        report.write_text("results.csv", neighbours_csv(results))
+        return report.finish(summary)
 
 
 def write_evaluation_report(
@@ -135,7 +173,8 @@ def write_evaluation_report(
     Parameters
     ----------
     out_dir : path-like
-        Report folder (created).
+        Report folder: new, empty, or an earlier galaxysim report, which is replaced
+        whole (:class:`Report`); any other folder is refused.
     cv_results : dict of str to SearchCVResult or list of SearchCVResult
         Cross-validated results, one per method (:func:`~galaxysim.model_selection.cross_validate_search`).
     y : ndarray of shape (n_samples,)
@@ -177,8 +216,8 @@ def write_evaluation_report(
     >>> cv = cross_validate_search({"mse": pixels}, X, y, cv=2, k=3, random_state=0)
     >>> index = write_evaluation_report(tempfile.mkdtemp(), cv, y=y)
     >>> sorted(p.name for p in index.parent.iterdir())  # doctest: +NORMALIZE_WHITESPACE
-    ['index.html', 'neighbours.csv', 'precision_curves.png', 'precision_per_class.png',
-     'results.csv', 'results.json']
+    ['.galaxysim-report', 'index.html', 'neighbours.csv', 'precision_curves.png',
+     'precision_per_class.png', 'results.csv', 'results.json']
     """
     results = list(cv_results.values()) if isinstance(cv_results, Mapping) else list(cv_results)
     if not results:
@@ -188,87 +227,91 @@ def write_evaluation_report(
     if (search_results or models) and (query_image is None or catalogue_images is None):
         raise ValueError("search_results and models need query_image and catalogue_images.")
     y = np.asarray(y)
-    report = Report(out_dir, "galaxysim evaluation")
-    k = results[0].k
-    labels = results[0].classes
-    class_names = [label_name(c, label_names) for c in labels]
-    rows = [evaluation_summary(res, label_names) for res in results]
+    with Report(out_dir, "galaxysim evaluation") as report:
+        k = results[0].k
+        labels = results[0].classes
+        class_names = [label_name(c, label_names) for c in labels]
+        rows = [evaluation_summary(res, label_names) for res in results]
 
-    add_scores(report, results, y=y, label_names=label_names)
-    add_precision_curves(report, results)
-    add_per_class_precision(report, results, y=y, label_names=label_names)
-    classifiers = {}
-    for res in results:
-        summary = classifier_summary(res, label_names)
-        if summary is not None:
-            classifiers[res.method] = summary
-            add_confusion_matrix(report, res, label_names=label_names)
+        add_scores(report, results, y=y, label_names=label_names)
+        add_precision_curves(report, results)
+        add_per_class_precision(report, results, y=y, label_names=label_names)
+        classifiers = {}
+        for res in results:
+            summary = classifier_summary(res, label_names)
+            if summary is not None:
+                classifiers[res.method] = summary
+                add_confusion_matrix(report, res, label_names=label_names)
 
-    # the query's neighbours and the deep models, all fitted on the whole catalogue
-    for res in search_results:
-        add_neighbours(
-            report,
-            res,
-            query_image=query_image,
-            catalogue_images=catalogue_images,
-            query_title="query",
-            table_open=False,
-        )
-    for method, model in models.items():
-        if getattr(model, "history_", None):
-            add_training_curves(report, model, method=method)
-    autoencoders = {m: model for m, model in models.items() if hasattr(model, "reconstruct")}
-    if autoencoders:
-        rng = np.random.default_rng(random_state)
-        examples = np.array([rng.choice(np.flatnonzero(y == c)) for c in labels])
-        shown = np.concatenate([query_image, catalogue_images[examples]])
-        for method, model in autoencoders.items():
-            add_reconstructions(report, model, shown, method=method, titles=["query", *class_names])
-            add_latent_map(
+        # the query's neighbours and the deep models, all fitted on the whole catalogue
+        for res in search_results:
+            add_neighbours(
                 report,
-                model,
-                catalogue_images,
-                y,
-                method=method,
-                label_names=label_names,
+                res,
                 query_image=query_image,
-                query_desc=query_desc,
+                catalogue_images=catalogue_images,
+                query_title="query",
+                table_open=False,
             )
-    for method, model in models.items():
-        if hasattr(model, "generate_like"):
-            add_generated(
-                report,
-                model,
-                query_image,
-                method=method,
-                query_desc=query_desc,
-                random_state=random_state,
-            )
+        for method, model in models.items():
+            if getattr(model, "history_", None):
+                add_training_curves(report, model, method=method)
+        autoencoders = {m: model for m, model in models.items() if hasattr(model, "reconstruct")}
+        if autoencoders:
+            rng = np.random.default_rng(random_state)
+            examples = np.array([rng.choice(np.flatnonzero(y == c)) for c in labels])
+            shown = np.concatenate([query_image, catalogue_images[examples]])
+            for method, model in autoencoders.items():
+                add_reconstructions(
+                    report, model, shown, method=method, titles=["query", *class_names]
+                )
+                add_latent_map(
+                    report,
+                    model,
+                    catalogue_images,
+                    y,
+                    method=method,
+                    label_names=label_names,
+                    query_image=query_image,
+                    query_desc=query_desc,
+                )
+        for method, model in models.items():
+            if hasattr(model, "generate_like"):
+                add_generated(
+                    report,
+                    model,
+                    query_image,
+                    method=method,
+                    query_desc=query_desc,
+                    random_state=random_state,
+                )
 
-    # data files, then index.html
-    report.write_text("results.csv", _results_csv(rows))
-    report.write_text("neighbours.csv", neighbours_csv(search_results))
-    report.write_json(
-        "results.json",
-        {
-            **{key: str(v) for key, v in facts.items()},
-            "k": k,
-            "classes": class_names,
-            "class_counts": class_counts(results, y, label_names),
-            "methods": {
-                row["method"]: {
-                    **row,
-                    "precision_at_k_curve_balanced": res.mean("precision_curve_balanced"),
-                    "precision_at_k_curve_mean": res.mean("precision_curve_mean"),
-                    "precision_at_k_balanced_per_fold": res.fold_scores["precision_balanced"],
-                    "fit_seconds": res.fit_time,
-                    "query_seconds": res.query_time,
-                    **(
-                        {"classifier": classifiers[res.method]} if res.method in classifiers else {}
-                    ),
-                }
-                for row, res in zip(rows, results, strict=True)
+        # data files, then index.html
+        report.write_text("results.csv", _results_csv(rows))
+        report.write_text("neighbours.csv", neighbours_csv(search_results))
+        report.write_json(
+            "results.json",
+            {
+                **{key: str(v) for key, v in facts.items()},
+                "k": k,
+                "classes": class_names,
+                "class_counts": class_counts(results, y, label_names),
+                "methods": {
+                    row["method"]: {
+                        **row,
+                        "precision_at_k_curve_balanced": res.mean("precision_curve_balanced"),
+                        "precision_at_k_curve_mean": res.mean("precision_curve_mean"),
+                        "precision_at_k_balanced_per_fold": res.fold_scores["precision_balanced"],
+                        "fit_seconds": res.fit_time,
+                        "query_seconds": res.query_time,
+                        **(
+                            {"classifier": classifiers[res.method]}
+                            if res.method in classifiers
+                            else {}
+                        ),
+                    }
+                    for row, res in zip(rows, results, strict=True)
+                },
             },
-        },
-    )
-    return report.finish(facts)
+        )
+        return report.finish(facts)

@@ -155,6 +155,7 @@ def test_out_writes_csv_montages_and_html(capsys, tmp_path):
     assert 'src="montage_maxabs.png"' in page
     assert 'href="results.csv"' in page
     assert sorted(p.name for p in out_dir.iterdir()) == [
+        ".galaxysim-report",
         "index.html",
         "montage_maxabs.png",
         "montage_mse.png",

@@ -28,6 +28,7 @@ from galaxysim.report import (
     write_evaluation_report,
     write_search_report,
 )
+from galaxysim.report._folder import MARKER
 
 REPO = Path(__file__).resolve().parents[2]
 NASTY = ["<script>alert(1)</script>", "a & b", 'Édge-on ✓ "quoted"', "d"]
@@ -136,6 +137,7 @@ def test_evaluation_report_escapes_class_names(tmp_path, data):
     # the page's own markup is not escaped
     assert "<b>Balanced</b>" in page and "&middot;" in page
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        MARKER,
         "confusion_cnn.png",
         "index.html",
         "montage_mse.png",
@@ -161,6 +163,73 @@ def test_evaluation_report_escapes_class_names(tmp_path, data):
     assert cnn["classifier"]["confusion_labels"] == NASTY
     assert np.sum(cnn["classifier"]["confusion_matrix"]) == 40
     assert "classifier" not in res["methods"]["mse"]
+
+
+FORMULAS = [
+    '=HYPERLINK("http://evil.invalid", "click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(A1:A9)",
+    "\t=1",
+    "\r=1",
+    "\n=1",
+    "-",
+]
+
+
+def test_csv_cells_cannot_run_as_formulas(tmp_path, data):
+    # OWASP's CSV injection: text cells starting =, +, -, @, tab or a line break get a
+    # leading quote; numbers (negative distances, "-1" labels) stay numbers
+    X, y = data
+    labels = [*FORMULAS, "-1", "Round Smooth"]
+    n = len(labels)
+    res = SearchResult("=cmd()", -np.arange(n) / 2, np.arange(n) % len(X), labels)
+    write_search_report(tmp_path / "s", [res], query_image=X[:1], catalogue_images=X, summary={})
+    with open(tmp_path / "s" / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["label"] for r in rows] == ["'" + t for t in FORMULAS] + ["-1", "Round Smooth"]
+    assert {r["method"] for r in rows} == {"'=cmd()"}
+    assert [float(r["distance"]) for r in rows] == (-np.arange(n) / 2).tolist()
+
+    # the evaluation's results.csv and neighbours.csv: method names and labels
+    cv = cv_results(X, y)
+    cv["mse"].method = "@mse"
+    evil = [FORMULAS[0], "a", "b", "c"]
+    write_evaluation_report(
+        tmp_path / "e",
+        cv,
+        y=y,
+        label_names=evil,
+        search_results=[SearchResult("-mse", [0.5], [3], [FORMULAS[0]])],
+        query_image=X[:1],
+        catalogue_images=X,
+    )
+    with open(tmp_path / "e" / "results.csv", newline="", encoding="utf-8") as f:
+        results = list(csv.DictReader(f))
+    assert results[0]["method"] == "'@mse"
+    assert f"precision_at_k[{FORMULAS[0]}]" in results[0]  # not at the start of a cell
+    with open(tmp_path / "e" / "neighbours.csv", newline="", encoding="utf-8") as f:
+        (row,) = csv.DictReader(f)
+    assert (row["method"], row["label"]) == ("'-mse", "'" + FORMULAS[0])
+
+
+def test_mathtext_like_labels_do_not_break_the_figures(tmp_path, data):
+    # a '$...$' label made matplotlib's mathtext parser raise in savefig
+    X, y = data
+    names = ["$\\frac{1", "a_b^c$", "$x$", "d"]
+    res = SearchResult("m$", [0.1, 0.2], [0, 1], names[:2], title="$\\frac{$")
+    write_search_report(tmp_path / "s", [res], query_image=X[:1], catalogue_images=X, summary={})
+    index = write_evaluation_report(
+        tmp_path / "e",
+        cv_results(X, y),
+        y=y,
+        label_names=names,
+        search_results=[res],
+        query_image=X[:1],
+        query_desc="$q",
+        catalogue_images=X,
+    )
+    assert "confusion_cnn.png" in index.read_text(encoding="utf-8")
 
 
 def test_html_table_cells():
@@ -191,6 +260,7 @@ def test_method_names_are_safe_file_names(tmp_path, data):
     res.method = "../evil name"
     write_search_report(tmp_path / "r", [res], query_image=X[:1], catalogue_images=X, summary={})
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        MARKER,
         "index.html",
         "montage_evil_name.png",
         "results.csv",
@@ -242,7 +312,10 @@ def test_every_file_written_atomically_and_index_last(tmp_path, data, monkeypatc
         catalogue_images=X,
     )
     assert written[-1] == "index.html" and written.count("index.html") == 1
-    assert sorted(written) == sorted(p.name for p in tmp_path.iterdir())
+    # the marker naming them is written when the report is swapped into place
+    assert sorted([*written, MARKER]) == sorted(p.name for p in tmp_path.iterdir())
+    marker = json.loads((tmp_path / MARKER).read_text(encoding="utf-8"))
+    assert sorted(marker["files"]) == sorted(written)
 
 
 def test_a_failing_section_leaves_no_index(tmp_path, data, monkeypatch):
@@ -255,10 +328,15 @@ def test_a_failing_section_leaves_no_index(tmp_path, data, monkeypatch):
 
     with pytest.raises(RuntimeError, match="boom"):
         write_evaluation_report(
-            tmp_path, cv, y=y, models={"ae": Broken()}, query_image=X[:1], catalogue_images=X
+            tmp_path / "r",
+            cv,
+            y=y,
+            models={"ae": Broken()},
+            query_image=X[:1],
+            catalogue_images=X,
         )
-    assert not (tmp_path / "index.html").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    # no report folder, and no staging folder left beside it
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_evaluation_report_needs_images_for_pictures(tmp_path, data):
