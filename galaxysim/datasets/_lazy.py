@@ -354,7 +354,8 @@ def open_catalogue(
 ):
     """Open a catalogue lazily: framed images as a Dask array, labels and identifiers.
 
-    Nothing is read but the labels and identifier columns: ``images`` is a
+    Only labels and identifier columns are read now (and, for a folder with
+    ``crop=None`` and ``image_size=None``, the first image, for its size): ``images`` is a
     :class:`dask.array.Array` whose blocks of ``block_size`` images are read and framed
     (centre-crop ``crop`` pixels, then an anti-aliased resize to ``image_size``, as
     :func:`load_galaxy10` and :func:`load_image_folder` frame them) only when computed,

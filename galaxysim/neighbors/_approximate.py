@@ -336,6 +336,9 @@ class ApproximateIndex:
 
     def _json_params(self):
         params = {p: getattr(self, p) for p in _PARAMS}
+        for name, value in params.items():
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                params[name] = int(value)  # NumPy ints are not JSON
         if not (params["random_state"] is None or isinstance(params["random_state"], int)):
             params["random_state"] = None  # a RandomState instance: already used in build
         return params

@@ -119,6 +119,11 @@ def blockwise_topk(Q, G, k, metric="mse", *, split_every=8, n_jobs=1, compute=Tr
     G = _row_blocks(G, 2, "blockwise_topk", da)
     if not callable(metric) and metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS} or a callable.")
+    if G.dtype != np.uint8 and G.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"blockwise_topk searches uint8 (0-255 pixels) or float32/float64 rows; the "
+            f"catalogue's are {G.dtype}. Convert it first, for example G.astype(np.float32)."
+        )
     Q = np.ascontiguousarray(Q)
     if Q.ndim != 2 or Q.shape[1] != G.shape[1]:
         raise ValueError(

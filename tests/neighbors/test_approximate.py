@@ -63,7 +63,7 @@ def test_distances_on_the_exact_scale(data, kind, metric):
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_pickle_and_save_round_trips_give_identical_results(data, kind, tmp_path):
     X, Q = data
-    index = ApproximateIndex(kind, "euclidean", nlist=32, nprobe=4).build(X)
+    index = ApproximateIndex(kind, "euclidean", nlist=32, nprobe=np.int64(4)).build(X)
     expected = index.search(Q, 10)
     for copy in (
         pickle.loads(pickle.dumps(index)),

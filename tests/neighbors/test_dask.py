@@ -98,6 +98,8 @@ def test_search_errors():
         blockwise_topk(Q, Gd, 3, "l7")
     with pytest.raises(ValueError, match="2-D Dask array"):
         blockwise_topk(Q, Gd[None], 3)
+    with pytest.raises(TypeError, match="catalogue's are int64.*astype"):
+        blockwise_topk(Q, Gd.astype(np.int64), 3)
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         blockwise_topk(Q, Gd[Gd[:, 0] > 0], 3)
 
