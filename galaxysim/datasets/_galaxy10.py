@@ -1,8 +1,12 @@
 """Galaxy10 DECaLS / SDSS HDF5 loader: chunked reading, framing and an on-disk cache."""
 
+import contextlib
 import hashlib
+import math
 import numbers
 import os
+import re
+import stat
 import warnings
 from pathlib import Path
 
@@ -13,19 +17,25 @@ from sklearn.utils import Bunch
 from galaxysim import GALAXY10_CLASSES
 from galaxysim.utils._image import frame_images
 from galaxysim.utils._io import atomic_write
+from galaxysim.utils._memory import check_memory
 from galaxysim.utils._progress import progress
 
 __all__ = ["load_galaxy10"]
 
-# Bump when the cached content or its layout changes: older caches are then rebuilt.
-_CACHE_VERSION = 1
+# Bump when the cached content, its layout or its key changes: older caches are rebuilt.
+_CACHE_VERSION = 2
 _COLUMNS = ("ra", "dec", "redshift", "pxscale")
+_MAX_LINKS = 16  # HDF5's own limit on links followed for one name
+# the content key hashes this many blocks of this size, spread over every file read
+_SAMPLES, _SAMPLE_BYTES = 64, 64 * 1024
+_EXAMPLES = 5  # bad rows quoted in a message
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 _DESCR = """Galaxy10 {survey} (Leung & Bovy; astroNN), read from {filename}.
 
-{n} galaxy images in 10 morphological classes (Galaxy Zoo volunteer votes),
+{n} galaxy images in {n_classes} morphological classes (Galaxy Zoo volunteer votes),
 framed as {framing}; images {shape} uint8.
-Columns: target (class 0-9, names in target_names), ra, dec (degrees),
+Columns: target (class 0-{last}, names in target_names), ra, dec (degrees),
 redshift and pxscale (arcsec/pixel){missing}.
 """
 
@@ -71,45 +81,427 @@ def _check_size(value, name):
     raise ValueError(f"{name} must be a positive int or None; got {value!r}.")
 
 
-def _open_h5(path):
+def _rows(idx, noun="row"):
+    """``rows 3, 7, 9, 10, 11 and 12 more`` for a message."""
+    idx = [int(i) for i in idx]
+    head = ", ".join(map(str, idx[:_EXAMPLES]))
+    more = f" and {len(idx) - _EXAMPLES} more" if len(idx) > _EXAMPLES else ""
+    return f"{noun}{'s' if len(idx) > 1 else ''} {head}{more}"
+
+
+# ------------------------------------------------------------------ files and links
+def _kind(mode):
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_regular(path, what):
+    """Refuse what is not a regular file before HDF5 opens it (a FIFO would block)."""
     try:
-        return h5py.File(path, "r", rdcc_nbytes=64 * 1024**2)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist.") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"{what} {path} is {_kind(mode)}, not a regular file; HDF5 data can only be "
+            "read from a file. Copy the data into a file and pass its path."
+        )
+
+
+class _Files:
+    """The HDF5 files a Galaxy10 file reaches (itself, external links, virtual
+    sources), each checked to be a regular file and opened once."""
+
+    def __init__(self, stack):
+        self._stack = stack
+        self._open = {}
+        self.paths = []  # every file whose bytes are read, in the order found
+
+    def open(self, path, what):
+        real = os.path.realpath(path)
+        if real not in self._open:
+            _check_regular(path, what)
+            try:
+                h = h5py.File(path, "r", rdcc_nbytes=64 * 1024**2)
+            except OSError as exc:
+                raise OSError(
+                    f"Cannot read {path} as an HDF5 file: it is truncated or corrupt ({exc}). "
+                    "If it is a Galaxy10 download, delete it and download it again "
+                    "(the DECaLS file is about 2.5 GB)."
+                ) from exc
+            self._open[real] = self._stack.enter_context(h)
+            self.add(real)
+        return self._open[real]
+
+    def add(self, path):
+        real = os.path.realpath(path)
+        if real not in self.paths:
+            self.paths.append(real)
+
+
+def _split(name):
+    return [p for p in name.split("/") if p and p != "."]
+
+
+def _linked_file(name, linking_file, env):
+    """The file HDF5 opens for an external link or a virtual dataset's source ``name``
+    written in ``linking_file`` (its search order: the absolute name, the folders of
+    ``$env``, the linking file's folder, the working directory), or None."""
+    name = os.fsdecode(name)
+    origin = os.path.dirname(linking_file)
+    candidates = []
+    if os.path.isabs(name):
+        candidates.append(name)
+        name = os.path.basename(name)
+    for prefix in filter(None, os.environ.get(env, "").split(os.pathsep)):
+        candidates.append(os.path.join(prefix.replace("${ORIGIN}", origin), name))
+    candidates += [os.path.join(origin, name), os.path.abspath(name)]
+    return next((c for c in candidates if os.path.lexists(c)), None), candidates
+
+
+def _external_file(name, dataset_file):
+    """The raw data file HDF5 reads for external storage ``name``: under the folders of
+    ``$HDF5_EXTFILE_PREFIX`` when set, else the working directory (HDF5's default)."""
+    name = os.fsdecode(name)
+    prefixes = [p for p in os.environ.get("HDF5_EXTFILE_PREFIX", "").split(os.pathsep) if p]
+    origin = os.path.dirname(dataset_file)
+    candidates = [os.path.join(p.replace("${ORIGIN}", origin), name) for p in prefixes]
+    candidates = candidates or [os.path.abspath(name)]
+    return next((c for c in candidates if os.path.lexists(c)), None), candidates
+
+
+def _get(files, path, name):
+    """The object ``name`` of the HDF5 file ``path``, or None when there is no such name.
+
+    Soft and external links are followed one at a time, so that a link loop, a
+    dangling link or a link to something that is not a regular file (a FIFO would
+    block HDF5 forever) is a clear error.
+    """
+    file_path, parts = path, _split(name)
+    chain, seen = [f"'{name}'"], set()
+
+    def fail(problem):
+        raise ValueError(
+            f"{path}: '{name}' {problem} (links followed: {' -> '.join(chain)}). "
+            "Repair the file so that it names its datasets directly, e.g. with "
+            "`h5repack` or h5py's copy, or download it again."
+        )
+
+    while True:
+        key = (os.path.realpath(file_path), tuple(parts))
+        if key in seen:
+            fail("is a loop of HDF5 links that never reaches a dataset")
+        if len(seen) > _MAX_LINKS:
+            fail(f"is a chain of more than {_MAX_LINKS} HDF5 links")
+        seen.add(key)
+        h = files.open(file_path, f"The HDF5 file linked from {path} as '{name}',")
+        group, done = h["/"], []
+        for i, part in enumerate(parts):
+            try:
+                link = group.get(part, getlink=True)
+            except (KeyError, RuntimeError, OSError, TypeError) as exc:
+                fail(f"is a link that cannot be read ({exc})")
+            if link is None:
+                if len(chain) == 1:
+                    return None  # simply absent
+                fail(f"is a link to /{'/'.join([*done, part])}, which does not exist")
+            rest = parts[i + 1 :]
+            if isinstance(link, h5py.SoftLink):
+                chain.append(link.path)
+                parts = (done if not link.path.startswith("/") else []) + _split(link.path)
+                parts += rest
+                break
+            if isinstance(link, h5py.ExternalLink):
+                chain.append(f"{link.filename}:{link.path}")
+                target, candidates = _linked_file(link.filename, file_path, "HDF5_EXT_PREFIX")
+                if target is None:
+                    fail(
+                        f"is an external link to {link.filename}, which is missing "
+                        f"(looked for {', '.join(candidates)})"
+                    )
+                file_path, parts = target, _split(link.path) + rest
+                break
+            if not isinstance(link, h5py.HardLink):
+                fail(f"is a {type(link).__name__} link, which galaxysim does not follow")
+            obj = group[part]  # a hard link: no traversal
+            if rest and not isinstance(obj, h5py.Group):
+                fail(f"goes through /{'/'.join([*done, part])}, which is not a group")
+            group = obj
+            done.append(part)
+        else:
+            return group
+
+
+# ---------------------------------------------------------- datasets and their data
+def _storage_problem(d):
+    """Why reading ``d`` would give fill values (zeros) instead of data, or None."""
+    n = math.prod(d.shape)
+    if n == 0 or d.is_virtual or d.external:
+        return None
+    if d.chunks is not None:
+        expected = math.prod(math.ceil(s / c) for s, c in zip(d.shape, d.chunks, strict=True))
+        got = d.id.get_num_chunks()
+        if got < expected:
+            return f"only {got} of its {expected} HDF5 chunks were ever written"
+    elif d.id.get_storage_size() == 0 and d.id.get_offset() is None:
+        return "its data were never written"
+    return None
+
+
+def _check_sources(files, d, d_file, path, name, depth=0):
+    """Raise when reading ``d`` would silently give zeros for data that is not there:
+    a virtual dataset whose source file or dataset is missing or too small, raw
+    external storage shorter than declared, chunks never written."""
+    problem = _storage_problem(d)
+    if problem:
+        raise ValueError(
+            f"{path}: '{name}' {problem}; HDF5 would return zeros for the rest. "
+            "The file is incomplete (an interrupted download or write): "
+            "download or write it again."
+        )
+    for ext_name, offset, size in d.external or ():
+        ext, candidates = _external_file(ext_name, d_file)
+        if ext is None:
+            raise FileNotFoundError(
+                f"{path}: '{name}' stores its data in the external file {ext_name}, "
+                f"which is missing (looked for {', '.join(candidates)})."
+            )
+        _check_regular(ext, f"The external data file of '{name}' in {path},")
+        have = os.stat(ext).st_size
+        if size != h5py.h5f.UNLIMITED and have < offset + size:
+            raise ValueError(
+                f"{path}: '{name}' stores its data in the external file {ext}, which holds "
+                f"{have} bytes but should hold {offset + size}; HDF5 would return zeros "
+                "for the rest. Restore the complete external file."
+            )
+        files.add(ext)
+    if not d.is_virtual:
+        return
+    if depth > _MAX_LINKS:
+        raise ValueError(f"{path}: '{name}' is a virtual dataset nested too deep (a loop?).")
+    for src in d.virtual_sources():
+        if src.vspace.get_select_type() == h5py.h5s.SEL_ALL:
+            rows = "all rows"
+        else:
+            lo, hi = src.vspace.get_select_bounds()
+            rows = f"rows {lo[0]}-{hi[0]}"
+        if src.file_name == ".":
+            s_file = d_file
+        elif "%" in src.file_name:
+            continue  # printf-style names of unlimited mappings: HDF5 resolves them
+        else:
+            s_file, candidates = _linked_file(src.file_name, d_file, "HDF5_VDS_PREFIX")
+            if s_file is None:
+                raise FileNotFoundError(
+                    f"{path}: '{name}' is a virtual dataset whose source file "
+                    f"{src.file_name} is missing (looked for {', '.join(candidates)}); "
+                    f"HDF5 would return zeros for {rows}. Put the source file back "
+                    "(or set HDF5_VDS_PREFIX to its folder)."
+                )
+        s = _get(files, s_file, src.dset_name)
+        where = f"{src.dset_name} in {s_file}"
+        if not isinstance(s, h5py.Dataset):
+            raise ValueError(
+                f"{path}: '{name}' is a virtual dataset whose source {where} "
+                f"{'does not exist' if s is None else 'is not a dataset'}; HDF5 would "
+                f"return zeros for {rows}. Repair the virtual dataset's sources."
+            )
+        if src.src_space.get_select_type() == h5py.h5s.SEL_ALL:
+            short = s.size < src.vspace.get_select_npoints()
+        else:
+            _, s_hi = src.src_space.get_select_bounds()
+            short = len(s_hi) != s.ndim or any(e >= n for e, n in zip(s_hi, s.shape, strict=True))
+        if short:
+            raise ValueError(
+                f"{path}: '{name}' is a virtual dataset whose source {where} has shape "
+                f"{s.shape}, too small for what it maps; HDF5 would return zeros for "
+                f"{rows}. Repair the virtual dataset's sources."
+            )
+        _check_sources(files, s, s.file.filename, path, name, depth + 1)
+
+
+def _dataset(files, path, name, *, required):
+    obj = _get(files, path, name)
+    if obj is None:
+        return None
+    if not isinstance(obj, h5py.Dataset):
+        kind = "a group" if isinstance(obj, h5py.Group) else f"a {type(obj).__name__}"
+        raise ValueError(
+            f"{path}: '{name}' is {kind}, not a dataset. A Galaxy10 file holds "
+            f"{'images (n, height, width, 3) and ans (n,)' if required else 'one value per image'}"
+            " as HDF5 datasets."
+        )
+    _check_sources(files, obj, obj.file.filename, path, name)
+    return obj
+
+
+def _read_all(d, path, name):
+    try:
+        return d[()]
     except OSError as exc:
-        raise OSError(
-            f"Cannot read {path} as an HDF5 file: it is truncated or corrupt ({exc}). "
-            "If it is a Galaxy10 download, delete it and download it again "
-            "(the DECaLS file is about 2.5 GB)."
-        ) from exc
+        raise OSError(f"Cannot read '{name}' of {path}: {_read_problem(d, exc)}") from exc
 
 
-def _datasets(f, path):
-    keys = sorted(f.keys())
-    missing = [k for k in ("images", "ans") if k not in f]
+def _read_problem(d, exc):
+    pl = d.id.get_create_plist()
+    for i in range(pl.get_nfilters()):
+        code, _, _, filter_name = pl.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            return (
+                f"it is compressed with the HDF5 filter {filter_name.decode(errors='replace')!r} "
+                f"(id {code}), which this h5py cannot decode ({exc}). Install and import "
+                "hdf5plugin (`pip install hdf5plugin`), or repack the file with gzip."
+            )
+    return f"the file is truncated or corrupt ({exc}). Delete it and download it again."
+
+
+def _datasets(files, path):
+    f = files.open(path, "The Galaxy10 file")
+    images = _dataset(files, path, "images", required=True)
+    ans = _dataset(files, path, "ans", required=True)
+    missing = [k for k, d in (("images", images), ("ans", ans)) if d is None]
     if missing:
         raise _MissingDatasetError(
             f"{path} has no {' or '.join(repr(k) for k in missing)} dataset; keys found: "
-            f"{keys}. A Galaxy10 file (DECaLS or SDSS) holds 'images' "
+            f"{sorted(f.keys())}. A Galaxy10 file (DECaLS or SDSS) holds 'images' "
             "(n, height, width, 3) and 'ans' (n,)."
         )
-    images, ans = f["images"], f["ans"]
-    if not isinstance(images, h5py.Dataset) or not isinstance(ans, h5py.Dataset):
-        raise ValueError(f"{path}: 'images' and 'ans' must be HDF5 datasets, not groups.")
-    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+    if images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
         raise ValueError(
             f"{path}: 'images' has shape {images.shape}; expected (n_samples, height, width, 3) "
             "RGB images as in Galaxy10 DECaLS (17736, 256, 256, 3) or SDSS (21785, 69, 69, 3)."
+        )
+    if images.dtype.kind not in "uif" or images.dtype.itemsize > 8:
+        raise ValueError(
+            f"{path}: 'images' has dtype {images.dtype}; expected uint8 (Galaxy10), or "
+            "integers 0-255, or floats in [0, 1] or 0-255."
         )
     if ans.shape != (images.shape[0],):
         raise ValueError(
             f"{path}: 'ans' has shape {ans.shape} but 'images' holds {images.shape[0]} images; "
             "expected one label per image."
         )
-    return images, ans
+    return f, images, ans
 
 
-def _source_signature(path):
-    st = os.stat(path)
-    return np.array([st.st_size, st.st_mtime_ns, _CACHE_VERSION], dtype=np.int64)
+def _class_names(f, ans, path):
+    """The class names the file declares (attribute ``class_names`` of ``ans`` or of
+    the file), else the ten Galaxy10 classes."""
+    for where, attrs in (("'ans'", ans.attrs), ("the file", f.attrs)):
+        if "class_names" not in attrs:
+            continue
+        raw = np.asarray(attrs["class_names"])
+        names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in raw.ravel().tolist()]
+        if raw.ndim != 1 or not names or not all(isinstance(v, str) and v for v in names):
+            raise ValueError(
+                f"{path}: the attribute 'class_names' of {where} is {raw.tolist()!r}; "
+                "expected a "
+                "non-empty list of non-empty strings, the name of class k at position k."
+            )
+        return tuple(names)
+    return GALAXY10_CLASSES
+
+
+def _check_labels(raw, class_names, path):
+    """``ans`` as int64 class codes 0..K-1, or a clear error quoting bad rows.
+
+    Digit strings (``b"3"``, as some tools write labels) are parsed as integers.
+    """
+    k = len(class_names)
+    codes = f"integer class codes 0-{k - 1}"
+    if raw.dtype.kind in "SUO":
+        text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in raw.tolist()]
+        bad = [i for i, v in enumerate(text) if not (isinstance(v, str) and _INT.fullmatch(v))]
+        if bad:
+            raise ValueError(
+                f"{path}: 'ans' holds strings, and {len(bad)} of {len(raw)} are not integers "
+                f"({_rows(bad)}: {', '.join(repr(text[i]) for i in bad[:_EXAMPLES])}); "
+                f"expected {codes}."
+            )
+        raw = np.array([int(v) for v in text], dtype=object)  # any size, range-checked below
+    elif raw.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)))
+        if len(bad):
+            raise ValueError(
+                f"{path}: 'ans' holds {len(bad)} of {len(raw)} labels that are not whole "
+                f"numbers ({_rows(bad)}: {', '.join(map(str, raw[bad[:_EXAMPLES]]))}); "
+                f"expected {codes}."
+            )
+    elif raw.dtype.kind not in "iu":
+        raise ValueError(f"{path}: 'ans' has dtype {raw.dtype}; expected {codes}.")
+    bad = np.flatnonzero((raw < 0) | (raw >= k))
+    if len(bad):
+        values = sorted({int(v) for v in raw[bad]})
+        shown = ", ".join(map(str, values[:_EXAMPLES])) + (
+            ", ..." if len(values) > _EXAMPLES else ""
+        )
+        source = f"codes 0-{k - 1}"
+        source = (
+            f"Galaxy10 {source}"
+            if class_names is GALAXY10_CLASSES
+            else f"{source} of the file's class_names"
+        )
+        raise ValueError(
+            f"{path}: 'ans' holds {len(bad)} of {len(raw)} labels outside the {source} "
+            f"(values {shown}; {_rows(bad)}); expected {codes}."
+        )
+    return raw.astype(np.int64)
+
+
+def _column(files, path, name, n):
+    d = _dataset(files, path, name, required=False)
+    if d is None:
+        return None
+    if d.shape != (n,):
+        raise ValueError(
+            f"{path}: the column '{name}' has shape {d.shape} but 'images' holds {n} images; "
+            f"expected one value per image, shape ({n},). Repair or remove '{name}'."
+        )
+    if d.dtype.kind not in "iuf":
+        raise ValueError(f"{path}: the column '{name}' has dtype {d.dtype}; expected numbers.")
+    return np.asarray(_read_all(d, path, name), dtype=np.float64)
+
+
+# ------------------------------------------------------------------------ the cache
+def _file_sample(path):
+    """Hash of a file's size, mtime and ``_SAMPLES`` blocks spread over it (its header,
+    its end and every part between): cheap on a 2.5 GB file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        if st.st_size <= _SAMPLES * _SAMPLE_BYTES:
+            h.update(fh.read())
+        else:
+            last = st.st_size - _SAMPLE_BYTES
+            for i in range(_SAMPLES):
+                fh.seek(last * i // (_SAMPLES - 1))
+                h.update(fh.read(_SAMPLE_BYTES))
+    return h.digest()
+
+
+def _content_key(files, images, raw_labels, class_names, columns, crop, image_size):
+    """What the cached images depend on: every file read (size, mtime and a sample of
+    its bytes), the images' layout, and the labels and columns in full."""
+    h = hashlib.sha256(f"galaxy10 v{_CACHE_VERSION} crop={crop} size={image_size}".encode())
+    for p in files.paths:
+        h.update(_file_sample(p))
+    h.update(repr((images.shape, images.dtype.str, images.chunks, images.compression)).encode())
+    h.update(repr((raw_labels.dtype.str, class_names)).encode())
+    h.update(
+        repr(raw_labels.tolist()).encode() if raw_labels.dtype.kind == "O" else raw_labels.tobytes()
+    )
+    for k in _COLUMNS:
+        h.update(b"-" if columns[k] is None else columns[k].tobytes())
+    return h.hexdigest()
 
 
 def _cache_path(cache_dir, path, crop, image_size):
@@ -119,20 +511,19 @@ def _cache_path(cache_dir, path, crop, image_size):
     return Path(cache_dir) / f"galaxy10_{path.stem}_{digest}_crop{c}_size{s}.npz"
 
 
-def _read_cache(cache_file, signature):
-    """Return the cached arrays, or None when absent or stale; warn when corrupt."""
+def _read_cache(cache_file, key, shape):
+    """Return the cached images, or None when absent or stale; warn when corrupt."""
     if not cache_file.exists():
         return None
     try:
         # our own handle: np.load leaks its file when the zip is truncated
         with open(cache_file, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            if not np.array_equal(npz["signature"], signature):
+            if "key" not in npz.files or str(npz["key"]) != key:
                 return None  # the source changed (or an older format): rebuild
-            data = {k: npz[k] for k in ("images", "target", *_COLUMNS)}
-        n = len(data["images"])
-        if data["images"].ndim != 4 or any(len(data[k]) != n for k in data):
-            raise ValueError("inconsistent array lengths")
-        return data
+            images = npz["images"]
+        if images.shape != shape or images.dtype != np.uint8:
+            raise ValueError(f"images of shape {images.shape} {images.dtype}, expected {shape}")
+        return images
     except Exception as exc:  # any unreadable cache (truncated zip, bad header, ...)
         warnings.warn(
             f"The galaxysim cache {cache_file} is corrupt ({type(exc).__name__}: {exc}); "
@@ -143,10 +534,10 @@ def _read_cache(cache_file, signature):
         return None
 
 
-def _write_cache(cache_file, data, signature):
+def _write_cache(cache_file, images, key):
     try:
         with atomic_write(cache_file) as f:
-            np.savez(f, signature=signature, **data)
+            np.savez(f, key=np.array(key), images=images)
     except OSError as exc:
         warnings.warn(
             f"Could not write the galaxysim cache {cache_file} ({exc}); the next call will "
@@ -156,62 +547,85 @@ def _write_cache(cache_file, data, signature):
         )
 
 
-def _read_h5(path, *, crop, image_size, chunk_size, verbose):
-    with _open_h5(path) as f:
-        images, ans = _datasets(f, path)
-        n, h, w, _ = images.shape
-        if crop is not None and (crop > h or crop > w):
-            raise ValueError(
-                f"crop={crop} is larger than the {h}x{w} images of {path}. "
-                f"Choose crop <= {min(h, w)}, or crop=None to keep the whole frame."
-            )
-        # Read only the central crop (an HDF5 hyperslab), so a chunk of 256 px frames
-        # never sits in memory when a 64 px crop is asked for.
-        ch, cw = (h, w) if crop is None else (crop, crop)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        out_h, out_w = (ch, cw) if image_size is None else (image_size, image_size)
-        # Align chunk boundaries with the file's own chunks so each is decompressed once.
-        step = chunk_size
-        if images.chunks is not None and images.chunks[0] < step:
-            step -= step % images.chunks[0]
-        out = np.empty((n, out_h, out_w, 3), dtype=np.uint8)
-        with progress(total=n, desc="Galaxy10", verbose=verbose, unit="img") as bar:
-            for s in range(0, n, step):
-                e = min(n, s + step)
-                try:
-                    block = images[s:e, top : top + ch, left : left + cw, :]
-                except OSError as exc:
-                    raise OSError(
-                        f"Cannot read images {s}-{e} of {path}: the file is truncated or "
-                        f"corrupt ({exc}). Delete it and download it again."
-                    ) from exc
-                if block.dtype != np.uint8:
-                    block = _to_uint8(block, path)
-                out[s:e] = frame_images(block, crop=None, image_size=image_size)
-                bar.update(e - s)
-        target = np.asarray(ans[()]).astype(np.int64)
-        data = {"images": out, "target": target}
-        for k in _COLUMNS:
-            if k in f and f[k].shape == (n,):
-                data[k] = np.asarray(f[k][()], dtype=np.float64)
-            else:
-                data[k] = np.full(n, np.nan)
-    return data
-
-
-def _to_uint8(block, path):
-    if np.issubdtype(block.dtype, np.floating):
-        lo, hi = float(block.min()), float(block.max())
-        if lo >= 0 and hi <= 1:
-            return np.rint(block * 255).astype(np.uint8)
-        if lo >= 0 and hi <= 255:
-            return np.rint(block).astype(np.uint8)
-    elif np.issubdtype(block.dtype, np.integer) and block.min() >= 0 and block.max() <= 255:
-        return block.astype(np.uint8)
+# ------------------------------------------------------------------------- reading
+def _float_scale(images, path):
+    """255 when float images are in [0, 1], 1 when in 0-255, decided over all of them
+    (one pass over whole frames, 64 MB at a time) so that every image is scaled alike."""
+    lo, hi, nan = np.inf, -np.inf, []
+    n = images.shape[0]
+    step = max(1, 64 * 1024**2 // (math.prod(images.shape[1:]) * images.dtype.itemsize))
+    for s in range(0, n, step):
+        block = _read_block(images, path, np.s_[s : min(n, s + step)])
+        finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        nan.extend(s + np.flatnonzero(~finite))
+        if finite.any():
+            lo, hi = min(lo, float(np.min(block[finite]))), max(hi, float(np.max(block[finite])))
+    if nan:
+        raise ValueError(
+            f"{path}: 'images' holds NaN or infinite pixels in {len(nan)} of {n} images "
+            f"({_rows(nan, 'image')}); Galaxy10 images are uint8 0-255. Repair those images."
+        )
+    if lo >= 0 and hi <= 1:
+        return 255.0
+    if lo >= 0 and hi <= 255:
+        return 1.0
     raise ValueError(
-        f"{path}: 'images' has dtype {block.dtype} with values outside 0-255 / [0, 1]; "
-        "Galaxy10 images are uint8."
+        f"{path}: 'images' has float pixels from {lo:g} to {hi:g}; expected [0, 1] or 0-255 "
+        "(Galaxy10 images are uint8)."
     )
+
+
+def _read_block(images, path, index):
+    try:
+        return images[index]
+    except OSError as exc:
+        rows = index if isinstance(index, slice) else index[0]
+        raise OSError(
+            f"Cannot read images {rows.start}-{rows.stop} of {path}: {_read_problem(images, exc)}"
+        ) from exc
+
+
+def _to_uint8(block, path, scale):
+    if scale is not None:
+        return np.rint(block * scale).astype(np.uint8)
+    if block.dtype != np.uint8:
+        if block.min() < 0 or block.max() > 255:
+            raise ValueError(
+                f"{path}: 'images' has dtype {block.dtype} with values from {block.min()} to "
+                f"{block.max()}, outside 0-255; Galaxy10 images are uint8."
+            )
+        return block.astype(np.uint8)
+    return block
+
+
+def _read_images(images, path, *, crop, image_size, chunk_size, verbose):
+    n, h, w, _ = images.shape
+    # Read only the central crop (an HDF5 hyperslab), so a chunk of 256 px frames
+    # never sits in memory when a 64 px crop is asked for.
+    ch, cw = (h, w) if crop is None else (crop, crop)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    out_h, out_w = (ch, cw) if image_size is None else (image_size, image_size)
+    # Align chunk boundaries with the file's own chunks so each is decompressed once.
+    step = chunk_size
+    if images.chunks is not None and images.chunks[0] < step:
+        step -= step % images.chunks[0]
+    # the output, plus one block as read and its float temporaries while it is framed
+    block_bytes = min(n, step) * ch * cw * 3 * (images.dtype.itemsize + 4)
+    check_memory(
+        n * out_h * out_w * 3 + block_bytes,
+        f"load_galaxy10 of {path} ({n} images framed at {out_h}x{out_w})",
+        per_item=(out_h * out_w * 3, "images"),
+        hint="Choose a smaller image_size (or a smaller crop with image_size=None).",
+    )
+    scale = _float_scale(images, path) if images.dtype.kind == "f" else None
+    out = np.empty((n, out_h, out_w, 3), dtype=np.uint8)
+    with progress(total=n, desc="Galaxy10", verbose=verbose, unit="img") as bar:
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            block = _read_block(images, path, np.s_[s:e, top : top + ch, left : left + cw, :])
+            out[s:e] = frame_images(_to_uint8(block, path, scale), crop=None, image_size=image_size)
+            bar.update(e - s)
+    return out
 
 
 def load_galaxy10(
@@ -237,9 +651,20 @@ def load_galaxy10(
     :class:`~galaxysim.preprocessing.Resize` does). The default is the reference
     framing, the central 64x64 pixels of each DECaLS cutout.
 
-    The framed result is cached on disk (one ``.npz`` per file and framing), written
-    atomically. The cache is rebuilt when the source file changes (size or
-    modification time), and, with a ``RuntimeWarning``, when it is unreadable.
+    The file is checked before anything is trusted: labels must be whole numbers
+    within the class codes (0-9, or those of the file's own ``class_names``
+    attribute, on ``ans`` or on the file; digit strings such as ``b"3"`` are read as
+    integers), every column present must hold one number per image, and links,
+    virtual datasets and external storage must lead to data that exists (HDF5 would
+    otherwise return zeros for missing parts). Anything wrong is an error naming what
+    and where, never a silently different catalogue.
+
+    The framed images are cached on disk (one ``.npz`` per file and framing), written
+    atomically. The cache is keyed by content: the size, modification time and a
+    sample of the bytes (header, end and 64 blocks between) of every file read, the
+    images' layout, and all labels and columns; so a file replaced by another one,
+    even of the same size and time stamp, is read again. An unreadable cache is
+    rebuilt with a ``RuntimeWarning``.
 
     Parameters
     ----------
@@ -264,8 +689,9 @@ def load_galaxy10(
     -------
     data : :class:`~sklearn.utils.Bunch`
         With ``images`` (uint8, ``(n_samples, image_size, image_size, 3)``),
-        ``target`` (int64 class 0-9), ``target_names`` (the 10 Galaxy10 class names,
-        ``target_names[target]`` names each image), ``ra``, ``dec``, ``redshift``,
+        ``target`` (int64 class codes), ``target_names`` (the 10 Galaxy10 class
+        names, or the file's ``class_names``; ``target_names[target]`` names each
+        image), ``ra``, ``dec``, ``redshift``,
         ``pxscale`` (float64; all NaN for columns absent from the file, as in
         Galaxy10 SDSS), ``filename`` (absolute path) and ``DESCR``.
     (images, target) : tuple of ndarray
@@ -274,15 +700,22 @@ def load_galaxy10(
     Raises
     ------
     FileNotFoundError
-        ``path`` does not exist.
+        ``path`` does not exist, or a source file of a virtual dataset, the target of
+        an external link or an external data file is missing.
     OSError
-        The file is not HDF5, or is truncated or corrupt.
+        The file is not HDF5, is truncated or corrupt, or needs a compression filter
+        that is not installed.
     KeyError
         The file has no ``images`` or ``ans`` dataset (the message lists the keys found;
         the exception is also a ``ValueError``).
     ValueError
-        ``images`` is not ``(n, height, width, 3)``, ``ans`` does not match it, or
-        ``crop`` is larger than the images.
+        ``path`` is not a regular file (a FIFO, a device); ``images`` is not
+        ``(n, height, width, 3)`` numbers, ``ans`` does not match it or holds labels
+        that are not class codes, a column has another length; a link loops or
+        dangles; data were never written; or ``crop`` is larger than the images.
+    MemoryError
+        The framed images would not fit in the memory available (checked before
+        reading; also a ``ValueError``).
 
     See Also
     --------
@@ -326,25 +759,47 @@ def load_galaxy10(
             f"{path} is a folder; load_galaxy10 reads one HDF5 file. "
             "For a folder of JPEG/PNG cutouts use load_image_folder."
         )
+    _check_regular(path, "The Galaxy10 file")
 
-    data = None
-    cache_file = None
-    signature = _source_signature(path)
-    if cache_dir is not False:
-        cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
-        cache_file = _cache_path(cache_dir, path, crop, image_size)
-        data = _read_cache(cache_file, signature)
-    if data is None:
-        data = _read_h5(
-            path, crop=crop, image_size=image_size, chunk_size=chunk_size, verbose=verbose
-        )
-        if cache_file is not None:
-            _write_cache(cache_file, data, signature)
+    with contextlib.ExitStack() as stack:
+        files = _Files(stack)
+        f, images, ans = _datasets(files, path)
+        n, h, w, _ = images.shape
+        if crop is not None and (crop > h or crop > w):
+            raise ValueError(
+                f"crop={crop} is larger than the {h}x{w} images of {path}. "
+                f"Choose crop <= {min(h, w)}, or crop=None to keep the whole frame."
+            )
+        class_names = _class_names(f, ans, path)
+        raw_labels = np.asarray(_read_all(ans, path, "ans"))
+        target = _check_labels(raw_labels, class_names, path)
+        columns = {k: _column(files, path, k, n) for k in _COLUMNS}
+        out_h, out_w = (h, w) if crop is None else (crop, crop)
+        if image_size is not None:
+            out_h = out_w = image_size
+
+        X = cache_file = key = None
+        if cache_dir is not False:
+            cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
+            cache_file = _cache_path(cache_dir, path, crop, image_size)
+            key = _content_key(files, images, raw_labels, class_names, columns, crop, image_size)
+            X = _read_cache(cache_file, key, (n, out_h, out_w, 3))
+        if X is None:
+            X = _read_images(
+                images,
+                path,
+                crop=crop,
+                image_size=image_size,
+                chunk_size=chunk_size,
+                verbose=verbose,
+            )
+            if cache_file is not None:
+                _write_cache(cache_file, X, key)
 
     if return_X_y:
-        return data["images"], data["target"]
-    n = len(data["images"])
-    missing = [k for k in _COLUMNS if np.isnan(data[k]).all()]
+        return X, target
+    missing = [k for k in _COLUMNS if columns[k] is None]
+    columns = {k: np.full(n, np.nan) if v is None else v for k, v in columns.items()}
     survey = "SDSS" if len(missing) == len(_COLUMNS) else "DECaLS"
     framing = (
         f"{'the whole frame' if crop is None else f'the central {crop}x{crop} pixels'}"
@@ -354,18 +809,17 @@ def load_galaxy10(
         survey=survey,
         filename=path,
         n=n,
+        n_classes=len(class_names),
+        last=len(class_names) - 1,
         framing=framing,
-        shape=data["images"].shape,
+        shape=X.shape,
         missing=f" ({', '.join(missing)}: NaN, absent from the file)" if missing else "",
     )
     return Bunch(
-        images=data["images"],
-        target=data["target"],
-        target_names=np.array(GALAXY10_CLASSES),
-        ra=data["ra"],
-        dec=data["dec"],
-        redshift=data["redshift"],
-        pxscale=data["pxscale"],
+        images=X,
+        target=target,
+        target_names=np.array(class_names),
+        **columns,
         filename=str(path),
         DESCR=descr,
     )

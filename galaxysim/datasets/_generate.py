@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 
 from galaxysim import GALAXY10_CLASSES
+from galaxysim.utils._memory import check_memory
 
 __all__ = ["PARAM_FIELDS", "make_galaxies", "render_galaxy"]
 
@@ -728,6 +729,10 @@ def make_galaxies(
     ValueError
         ``n_samples`` below 1, empty ``classes`` or codes outside 0-9, ``image_size``
         below 8.
+    MemoryError
+        The images would not fit in the memory available (checked before anything is
+        allocated; the message says how much they would take). It is also a
+        ``ValueError``.
 
     See Also
     --------
@@ -749,6 +754,16 @@ def make_galaxies(
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
     s = _check_size(image_size)
     codes = _check_classes(classes)
+    # the images, their parameter records and a few int64 label arrays, checked before
+    # any of them is allocated (np.resize below is the first)
+    per_image = s * s * 3 + _DTYPE.itemsize + 4 * 8
+    check_memory(
+        int(n_samples) * per_image,
+        f"make_galaxies(n_samples={n_samples}, image_size={s})",
+        per_item=(per_image, "images"),
+        hint="Generate fewer or smaller images per call (different random_state values "
+        "give different galaxies).",
+    )
     rng = check_random_state(random_state)
     labels = np.resize(codes, int(n_samples))
     labels = labels[rng.permutation(len(labels))]

@@ -224,3 +224,24 @@ def test_sky_and_noise_like_real_exemplars(catalogue):
 
 def test_class_names_cover_codes():
     assert len(GALAXY10_CLASSES) == 10
+
+
+def test_too_many_images_is_a_clear_memory_error_before_allocating():
+    # 10**12 images of 64x64x3 are over 12 PB: refused at once with the figures
+    with pytest.raises(
+        MemoryError, match=r"n_samples=1000000000000.* would take 1\d{4}\.\d TB .* available"
+    ) as info:
+        make_galaxies(10**12)
+    assert isinstance(info.value, ValueError)  # the CLI reports it as bad input
+    assert "room for about" in str(info.value)
+
+
+def test_memory_check_uses_available_memory(monkeypatch):
+    import galaxysim.utils._memory as memory
+
+    per_image = 32 * 32 * 3
+    monkeypatch.setattr(memory, "available_memory", lambda: 40 * per_image)
+    with pytest.raises(MemoryError, match=r"n_samples=100, image_size=32.*room for about 3\d "):
+        make_galaxies(100, image_size=32, random_state=0)
+    X, _ = make_galaxies(20, image_size=32, random_state=0)  # what fits is not refused
+    assert X.shape == (20, 32, 32, 3)

@@ -1,8 +1,12 @@
 """atomic_write: a reader never sees a half-written file."""
 
+import os
+from pathlib import Path
+
 import pytest
 
-from galaxysim.utils._io import atomic_write
+from galaxysim.utils import _io
+from galaxysim.utils._io import atomic_write, remove_stale_parts
 
 
 def _leftovers(folder, name):
@@ -69,3 +73,114 @@ def test_temp_file_lives_beside_target(tmp_path):
         f.write(b"1")
     assert len(seen) == 1
     assert seen[0].startswith(".x.bin.") and seen[0].endswith(".part")
+
+
+# ------------------------------------------------- temporary files of killed writers
+WRITER = """
+import sys
+from galaxysim.utils._io import atomic_write
+
+with atomic_write(sys.argv[1]) as f:
+    f.write(b"partial " * 1000)
+    f.flush()
+    print("writing", flush=True)
+    sys.stdin.readline()  # wait until told to finish (or killed)
+    f.write(b"done")
+print("finished", flush=True)
+"""
+
+
+def _start_writer(target):
+    import subprocess
+    import sys
+
+    import galaxysim
+
+    env = {**os.environ, "PYTHONPATH": str(Path(galaxysim.__file__).parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert proc.stdout.readline() == "writing\n"
+    return proc
+
+
+def _parts(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".part"))
+
+
+def test_part_of_killed_writer_removed_by_next_write(tmp_path):
+    path = tmp_path / "model.bin"
+    proc = _start_writer(path)
+    proc.kill()  # SIGKILL: no cleanup code runs
+    proc.wait()
+    (stale,) = _parts(tmp_path)
+    assert stale.startswith(".model.bin.")
+    with atomic_write(path) as f:
+        f.write(b"new")
+    assert path.read_bytes() == b"new"
+    assert _parts(tmp_path) == []
+
+
+def test_live_writer_part_survives_concurrent_write(tmp_path):
+    path = tmp_path / "model.bin"
+    proc = _start_writer(path)
+    try:
+        (live,) = _parts(tmp_path)
+        with atomic_write(path) as f:  # cleans up around a writer that is still alive
+            f.write(b"other")
+        assert path.read_bytes() == b"other"
+        assert remove_stale_parts(path) == []
+        assert _parts(tmp_path) == [live]
+        out, _ = proc.communicate("go\n", timeout=30)
+    finally:
+        proc.kill()
+    assert out == "finished\n" and proc.returncode == 0
+    assert path.read_bytes().endswith(b"done")  # the live writer completed its write
+    assert _parts(tmp_path) == []
+
+
+def test_open_writer_in_same_process_is_not_cleaned(tmp_path):
+    path = tmp_path / "x.bin"
+    with atomic_write(path) as f:
+        f.write(b"1")
+        assert remove_stale_parts(path) == []  # flock: our own open writer is live too
+        with atomic_write(path) as g:  # a nested writer to the same file
+            g.write(b"2")
+        assert len(_parts(tmp_path)) == 1
+    assert path.read_bytes() == b"1"
+    assert _parts(tmp_path) == []
+
+
+def test_cleanup_is_confined_to_the_target(tmp_path):
+    keep = [
+        ".x.bin.abc123.partial",  # not a part file
+        ".x.bin.extra.abc123.part",  # the part file of x.bin.extra
+        ".y.bin.abc123.part",  # another target
+        "x.bin.abc123.part",  # not hidden: not ours
+    ]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "elsewhere").write_bytes(b"precious")
+    (tmp_path / ".x.bin.link0001.part").symlink_to(tmp_path / "elsewhere")
+    os.mkfifo(tmp_path / ".x.bin.fifo0001.part")
+    (tmp_path / ".x.bin.dead0001.part").write_bytes(b"stale")
+    assert remove_stale_parts(tmp_path / "x.bin") == [".x.bin.dead0001.part"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*keep, "elsewhere", ".x.bin.link0001.part", ".x.bin.fifo0001.part"]
+    )
+    assert (tmp_path / "elsewhere").read_bytes() == b"precious"
+
+
+def test_without_fcntl_writes_and_cleans_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(_io, "fcntl", None)
+    stale = tmp_path / ".x.bin.dead0001.part"
+    stale.write_bytes(b"?")
+    with atomic_write(tmp_path / "x.bin") as f:
+        f.write(b"ok")
+    assert (tmp_path / "x.bin").read_bytes() == b"ok"
+    assert stale.exists()  # without locks a live writer cannot be told from a dead one
+    assert remove_stale_parts(tmp_path / "x.bin") == []
