@@ -1,5 +1,6 @@
 """Load a folder of galaxy cutouts (JPEG/PNG, FITS with astropy) with labels from a CSV."""
 
+import codecs
 import csv
 import numbers
 import re
@@ -66,14 +67,25 @@ def _find_images(folder):
     return files
 
 
-def _read_csv(csv_path):
+def _read_csv(csv_path, encoding):
     check_regular_file(csv_path, "Labels CSV")
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(
+            f"encoding={encoding!r} is not a text encoding Python knows; pass one such as "
+            "'utf-8', 'latin-1' or 'cp1252'."
+        ) from None
+    # a UTF-8 file may start with a byte-order mark (spreadsheets write one): drop it
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    try:
+        with open(csv_path, newline="", encoding=codec) as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise ValueError(_encoding_message(csv_path, encoding, codec, exc)) from None
+    except (OSError, csv.Error, LookupError) as exc:
         raise ValueError(f"Cannot read the labels CSV {csv_path}: {exc}") from exc
     if "file" not in columns:
         raise ValueError(
@@ -83,6 +95,70 @@ def _read_csv(csv_path):
     if not rows:
         raise ValueError(f"The labels CSV {csv_path} lists no images (only a header).")
     return columns, rows
+
+
+def _encoding_message(csv_path, encoding, codec, exc):
+    raw = csv_path.read_bytes()
+    try:
+        raw.decode(codec)
+    except UnicodeDecodeError as whole:  # offsets in the whole file, not a read buffer
+        exc = whole
+    line = raw.count(b"\n", 0, exc.start) + 1
+    return (
+        f"The labels CSV {csv_path} is not {encoding} text (byte 0x{exc.object[exc.start]:02x} "
+        f"on line {line}). Pass the file's encoding, for example encoding='latin-1' (or "
+        "'cp1252' for files saved by Excel on Windows), or convert the file to UTF-8 "
+        "(iconv -f latin1 -t utf-8 labels.csv > labels-utf8.csv, or save it as 'CSV "
+        "UTF-8' from a spreadsheet)."
+    )
+
+
+def _check_empty(values, column, csv_path):
+    empty = [i for i, v in enumerate(values) if v == ""]
+    if empty:
+        raise ValueError(
+            f"Column {column!r} of {csv_path} is empty on {len(empty)} row(s) (rows "
+            f"{_row_list(empty[:5])}{', ...' if len(empty) > 5 else ''}; the header is row "
+            "1). Fill or drop them."
+        )
+
+
+def _row_list(rows):
+    """Data row numbers as a spreadsheet shows them (the header is row 1)."""
+    return ", ".join(str(r + 2) for r in rows)
+
+
+def _check_duplicates(names, resolved, csv_path):
+    seen = {}
+    for i, p in enumerate(resolved):
+        seen.setdefault(p, []).append(i)
+    repeated = [rows for rows in seen.values() if len(rows) > 1]
+    if not repeated:
+        return
+    shown = "; ".join(
+        f"{' = '.join(dict.fromkeys(repr(names[r]) for r in rows))} (rows {_row_list(rows)})"
+        for rows in repeated[:5]
+    )
+    raise ValueError(
+        f"The labels CSV {csv_path} names {len(repeated)} image file(s) more than once: "
+        f"{shown}{'; ...' if len(repeated) > 5 else ''}. Each image must be listed once; "
+        "remove the repeated rows (the header is row 1)."
+    )
+
+
+def _check_inside(names, resolved, roots, where, rule):
+    """Refuse files whose real path (symlinks followed) is inside none of ``roots``."""
+    outside = [
+        i for i, r in enumerate(resolved) if not any(r.is_relative_to(root) for root in roots)
+    ]
+    if not outside:
+        return
+    shown = "; ".join(f"{names[i]!r} -> {resolved[i]}" for i in outside[:3])
+    raise ValueError(
+        f"{len(outside)} of the {len(names)} image files {where} lie outside "
+        f"{' and '.join(str(r) for r in roots)} once symlinks are followed, for example "
+        f"{shown}. {rule}; if you trust these paths, pass allow_outside=True."
+    )
 
 
 def _check_regular(files, skip, source, from_csv):
@@ -138,13 +214,7 @@ def _name_column(columns, label_column):
 
 def _encode_labels(values, names, label_column, csv_path):
     """Turn label strings into ints and ``target_names`` with ``target_names[target]``."""
-    empty = [i for i, v in enumerate(values) if v == ""]
-    if empty:
-        raise ValueError(
-            f"Column {label_column!r} of {csv_path} is empty on {len(empty)} row(s) "
-            f"(first data rows {[i + 2 for i in empty[:5]]} counting the header as 1). "
-            "Fill or drop them."
-        )
+    _check_empty(values, label_column, csv_path)
     try:
         ints = np.array([int(v) for v in values], dtype=np.int64)
     except ValueError:
@@ -176,6 +246,8 @@ def load_image_folder(
     image_size=64,
     on_error="raise",
     max_pixels=None,
+    allow_outside=False,
+    encoding="utf-8",
     n_jobs=None,
     return_X_y=False,
     verbose=1,
@@ -197,13 +269,17 @@ def load_image_folder(
 
     - With a labels CSV (``labels_csv``, or ``labels.csv`` in the folder when
       present), the CSV's ``file`` column lists the images, relative to the CSV's
-      folder, in CSV order; other images in the folder are ignored. The label
+      folder, in CSV order, each once; other images in the folder are ignored. The
+      listed files must lie inside the CSV's folder or ``path`` once symlinks are
+      followed (no ``../elsewhere/x.png``, absolute paths elsewhere, or links out),
+      unless ``allow_outside=True``. The label
       column is ``label_column``; when omitted it is picked only when unambiguous
       (the CSV has one column besides ``file``, or exactly one whose name looks like a
       label: ``label``, ``class``, ``target``, ``*_label``, ``*_class``, ...).
     - Without a CSV, every JPEG/PNG (and FITS when astropy is installed; otherwise
       FITS files are skipped with a warning) under the folder, subfolders included,
       sorted by relative path; ``target`` and ``target_names`` are then ``None``.
+      Symlinks that lead out of the folder are refused unless ``allow_outside=True``.
 
     Integer labels (>= 0) are kept as they are, and ``target_names[k]`` names label
     ``k``: taken from a companion name column when the CSV has one (``gz1_name`` for
@@ -243,6 +319,13 @@ def load_image_folder(
         twice ``PIL.Image.MAX_IMAGE_PIXELS``, the size Pillow refuses (178,956,970
         pixels unless your program changed it); pass a larger number to read larger
         images you trust. Pillow's global setting is never changed.
+    allow_outside : bool, default=False
+        Let the labels CSV name files outside its folder and ``path`` (and the folder
+        hold symlinks to files elsewhere). Only for CSVs you trust: a CSV from
+        elsewhere could otherwise read any image on the machine.
+    encoding : str, default="utf-8"
+        Text encoding of the labels CSV (a UTF-8 byte-order mark is skipped), for
+        example ``"latin-1"`` or ``"cp1252"`` for files saved by older spreadsheets.
     n_jobs : int, default=None
         Threads reading and framing files, with :class:`joblib.Parallel`'s meaning
         (the files are read in a ``joblib.Parallel`` that prefers threads): ``None``
@@ -273,7 +356,8 @@ def load_image_folder(
         ``path`` is a file.
     ValueError
         No images found; a CSV without a ``file`` or the named label column (the
-        message lists the columns); a CSV that is not a regular file;
+        message lists the columns), naming a file twice (with the rows), naming files
+        outside its folder, or not in ``encoding``; a CSV that is not a regular file;
         with ``on_error="raise"``, a corrupt image, one above ``max_pixels`` or one
         that is not a regular file (the message names it); a crop larger than an
         image; images of different sizes with ``image_size=None``.
@@ -308,6 +392,8 @@ def load_image_folder(
             not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
         ):
             raise ValueError(f"{name} must be a positive int or None; got {value!r}.")
+    if not isinstance(allow_outside, bool | np.bool_):
+        raise TypeError(f"allow_outside must be True or False; got {allow_outside!r}.")
     folder = Path(path).expanduser().absolute()
     if not folder.exists():
         raise FileNotFoundError(f"Image folder not found: {folder}.")
@@ -326,7 +412,7 @@ def load_image_folder(
         csv_path = Path(labels_csv).expanduser().absolute()
         if not csv_path.exists():
             raise FileNotFoundError(f"Labels CSV not found: {csv_path}.")
-        columns, rows = _read_csv(csv_path)
+        columns, rows = _read_csv(csv_path, encoding)
         if label_column is None:
             label_column = _pick_label_column(columns, csv_path)
         elif label_column not in columns:
@@ -334,8 +420,16 @@ def load_image_folder(
                 f"The labels CSV {csv_path} has no column {label_column!r}; columns found: "
                 f"{columns}."
             )
-        files = [csv_path.parent / r["file"] for r in rows]
+        entries = [r["file"] for r in rows]
+        _check_empty(entries, "file", csv_path)
+        files = [csv_path.parent / e for e in entries]
+        resolved = [f.resolve() for f in files]
+        _check_duplicates(entries, resolved, csv_path)
         source = f"named in {csv_path}"
+        if not allow_outside:
+            roots = list(dict.fromkeys([csv_path.parent.resolve(), folder.resolve()]))
+            rule = "A labels CSV may name only images inside its folder or the image folder"
+            _check_inside(entries, resolved, roots, source, rule)
         if label_column is not None:
             values = [r.get(label_column, "") for r in rows]
             name_col = _name_column(columns, label_column)
@@ -350,6 +444,10 @@ def load_image_folder(
                 f"{', '.join(_IMAGE_EXTS)}{', FITS' if _imread._has_astropy() else ''})."
             )
         source = f"in {folder}"
+        if not allow_outside:
+            entries = [f.relative_to(folder).as_posix() for f in files]
+            rule = "Symlinks in the folder may point only to files inside it"
+            _check_inside(entries, [f.resolve() for f in files], [folder.resolve()], source, rule)
 
     unreadable = _check_regular(files, skip, source, from_csv=from_csv)
     problems = [f"{files[i]} ({why})" for i, why in unreadable]

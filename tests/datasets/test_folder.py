@@ -490,6 +490,93 @@ def test_decompression_bomb_png_skipped_by_default_limit(tmp_path):
     assert [str(w.message)[:13] for w in seen] == ["Skipped 1 of "]  # no Pillow warning
 
 
+# ------------------------------------------------------------------ CSV problems
+def test_csv_naming_a_file_twice(folder):
+    path, _, rows = folder
+    rows = rows + [rows[0], ["./images/g3.png", 9, 0, "Elliptical"]]
+    _write_csv(path / "labels.csv", ["file", "objid", "gz_class", "gz_name"], rows)
+    with pytest.raises(ValueError) as err:
+        load_image_folder(path, verbose=0)
+    msg = str(err.value)
+    assert "names 2 image file(s) more than once" in msg
+    assert "'images/g0.png' (rows 2, 8)" in msg
+    assert "'images/g3.png' = './images/g3.png' (rows 5, 9)" in msg
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_csv_paths_outside_the_folder_are_refused(tmp_path, kind):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    Image.fromarray(_image(0)).save(secret / "x.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(_image(1)).save(data / "a.png")
+    name = {"dotdot": "../secret/x.png", "absolute": str(secret / "x.png"), "symlink": "x.png"}
+    if kind == "symlink":
+        (data / "x.png").symlink_to(secret / "x.png")
+    _write_csv(data / "labels.csv", ["file", "label"], [["a.png", 0], [name[kind], 1]])
+    with pytest.raises(ValueError, match=r"1 of the 2 image files .* lie outside") as err:
+        load_image_folder(data, verbose=0)
+    assert f"{name[kind]!r} -> {secret / 'x.png'}" in str(err.value)
+    assert "allow_outside=True" in str(err.value)
+    loaded = load_image_folder(data, allow_outside=True, verbose=0)
+    assert loaded.target.tolist() == [0, 1]
+
+
+def test_symlinks_inside_the_folder_are_fine(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    (tmp_path / "store").mkdir()
+    Image.fromarray(_image(1)).save(tmp_path / "store" / "c.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "store" / "c.png")
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["a.png", 0], ["b.png", 1]])
+    assert len(load_image_folder(tmp_path, verbose=0).images) == 2
+    # the same file under two names is named twice
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["b.png", 0], ["store/c.png", 1]])
+    with pytest.raises(ValueError, match=r"'b\.png' = 'store/c\.png' \(rows 2, 3\)"):
+        load_image_folder(tmp_path, verbose=0)
+
+
+def test_listing_refuses_symlinks_out_of_the_folder(tmp_path):
+    outside = tmp_path / "outside.png"
+    Image.fromarray(_image(0)).save(outside)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(_image(1)).save(data / "a.png")
+    (data / "b.png").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"1 of the 2 image files in .* lie outside .*'b\.png'"):
+        load_image_folder(data, verbose=0)
+    assert len(load_image_folder(data, allow_outside=True, verbose=0).images) == 2
+
+
+def test_latin1_csv_says_how_to_read_it(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    Image.fromarray(_image(1)).save(tmp_path / "b.png")
+    text = "file,label\na.png,elliptique\nb.png,spirale barrée\n"
+    (tmp_path / "labels.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(
+        ValueError, match=r"is not utf-8 text \(byte 0xe9 on line 3\).*encoding='latin-1'"
+    ) as err:
+        load_image_folder(tmp_path, verbose=0)
+    assert "iconv" in str(err.value) and err.value.__cause__ is None
+    data = load_image_folder(tmp_path, encoding="latin-1", verbose=0)
+    assert data.target_names.tolist() == ["elliptique", "spirale barrée"]
+
+
+def test_utf8_csv_with_byte_order_mark(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_bytes("file,label\na.png,é\n".encode("utf-8-sig"))
+    for encoding in ("utf-8", "UTF8"):
+        data = load_image_folder(tmp_path, encoding=encoding, verbose=0)
+        assert data.target_names.tolist() == ["é"]
+
+
+def test_unknown_encoding(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["a.png", 0]])
+    with pytest.raises(ValueError, match="encoding='klingon' is not a text encoding"):
+        load_image_folder(tmp_path, encoding="klingon", verbose=0)
+
+
 # ------------------------------------------------------------------ memory
 def test_images_are_written_into_one_array(tmp_path, monkeypatch):
     import tracemalloc
@@ -516,3 +603,28 @@ def test_images_are_written_into_one_array(tmp_path, monkeypatch):
     assert X.base is None and X.flags.owndata  # the unused slot was given back
     # a list of framed images then np.stack held two copies: at least 2x
     assert peak < 1.6 * X.nbytes, peak / X.nbytes
+
+
+def test_broken_link_in_listing_and_empty_file_cells(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(FileNotFoundError, match=r"1 of the 2 files in .*b\.png.*broken links"):
+        load_image_folder(tmp_path, verbose=0)
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["a.png", 0], ["", 1], [" ", 0]])
+    with pytest.raises(
+        ValueError, match=r"Column 'file' of .* is empty on 2 row\(s\) \(rows 3, 4;"
+    ):
+        load_image_folder(tmp_path, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"max_pixels": 0}, ValueError, "max_pixels must be a positive int"),
+        ({"allow_outside": "no"}, TypeError, "allow_outside must be True or False"),
+    ],
+)
+def test_bad_new_parameters(tmp_path, kwargs, error, match):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    with pytest.raises(error, match=match):
+        load_image_folder(tmp_path, verbose=0, **kwargs)
