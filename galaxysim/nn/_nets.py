@@ -104,17 +104,42 @@ class _EpochProgress(Callback):
         return state
 
 
+class _Interrupted(BaseException):
+    """Carries a KeyboardInterrupt past skorch's ``partial_fit``, which swallows it."""
+
+
 class _GalaxyNet(NeuralNet):
     """NeuralNet that converts raw image batches, augments them in training, runs the
     forward pass in ``precision`` (bfloat16 autocast; weights, gradients, optimizer and
-    the returned outputs stay float32), and records accuracy when ``record_accuracy``
-    is set."""
+    the returned outputs stay float32), records accuracy when ``record_accuracy`` is
+    set, and lets a KeyboardInterrupt (Ctrl-C) propagate out of ``partial_fit``."""
 
     def __init__(self, *args, augment=False, record_accuracy=False, precision="float32", **kwargs):
         super().__init__(*args, **kwargs)
         self.augment = augment
         self.record_accuracy = record_accuracy
         self.precision = precision
+
+    # skorch's partial_fit catches KeyboardInterrupt and returns as if training had
+    # finished, so a Ctrl-C would give a half-trained model that looks fitted. Here it
+    # passes skorch's handler as _Interrupted and is raised again, after the callbacks'
+    # on_train_end (progress bars close). skorch's EarlyStopping also stops training by
+    # raising KeyboardInterrupt; the estimators only use it with a patience it never
+    # reaches (to keep the best epoch's weights), so every KeyboardInterrupt is a user's.
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted(exc) from None
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        try:
+            return super().partial_fit(X, y, classes, **fit_params)
+        except _Interrupted as wrapped:
+            try:
+                self.notify("on_train_end", X=X, y=y)
+            finally:
+                raise wrapped.args[0] from None
 
     def forward_module(self, x, **fit_params):
         """The module's forward pass, under autocast for bfloat16, with float32 outputs."""

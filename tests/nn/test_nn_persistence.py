@@ -314,3 +314,26 @@ def test_interrupted_save_leaves_previous_file(ae, tmp_path, monkeypatch):
         save_model(ae, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ae.safetensors"]  # no partial file left
+
+
+# ------------------------------------------------------------------ Ctrl-C during fit
+@pytest.mark.parametrize("cls", [CNNScorer, AEEncoder, VAEEncoder])
+def test_ctrl_c_during_fit_propagates(blobs, cls, monkeypatch, tmp_path):
+    # skorch's NeuralNet.partial_fit swallows KeyboardInterrupt and returns as if
+    # training had finished; the estimators must not come out of it fitted
+    from galaxysim.nn import _nets
+
+    epochs = []
+
+    def interrupted(self, net, **kwargs):
+        epochs.append(len(net.history))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_nets._GalaxyNet, "on_epoch_end", interrupted)
+    est = cls(**{**FAST, "max_epochs": 3, "verbose": 1})
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(*blobs)
+    assert epochs == [1]  # stopped in the first epoch
+    assert not hasattr(est, "net_")
+    with pytest.raises(NotFittedError):
+        save_model(est, tmp_path / "never-written.safetensors")
