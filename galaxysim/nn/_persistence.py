@@ -4,12 +4,16 @@ A file is one safetensors file. Its tensors are the module's state dict (``modul
 and the loss's (``criterion.*``: class weights). Its metadata holds one JSON document:
 the format version, the galaxysim, torch and skorch versions, the estimator's class
 name (one of :data:`_ESTIMATORS`, looked up in that table, never imported by name),
-``get_params()``, the module's constructor arguments and the fitted attributes. Only
-JSON and tensors are read on load; nothing is unpickled.
+``get_params()``, the module's constructor arguments, the fitted attributes and the
+caller's ``provenance`` (what the model was trained on; ``galaxysim train`` records its
+training run and the catalogue's fingerprint there). Only JSON and tensors are read on
+load; nothing is unpickled.
 """
 
 import json
 import numbers
+import os
+import stat
 
 import numpy as np
 import safetensors
@@ -180,7 +184,22 @@ def _fitted_from_json(est, doc):
 # save
 
 
-def _serialize(estimator):
+def _check_provenance(provenance):
+    """``provenance`` as it reads back from JSON; refuses what JSON cannot hold."""
+    if not isinstance(provenance, dict):
+        raise TypeError(
+            f"provenance must be a dict of JSON values; got {type(provenance).__name__}."
+        )
+    try:
+        return json.loads(json.dumps(provenance, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"provenance must hold only JSON values (str, finite numbers, bools, None, "
+            f"and lists and dicts with str keys of them): {exc}"
+        ) from None
+
+
+def _serialize(estimator, provenance=None):
     """The bytes of the model file of a fitted estimator."""
     params = {k: _to_json(v, k) for k, v in estimator.get_params(deep=False).items()}
     net = estimator.net_
@@ -200,6 +219,8 @@ def _serialize(estimator):
         "module": module_params,
         "fitted": _fitted_to_json(estimator),
     }
+    if provenance is not None:
+        header["provenance"] = provenance
     tensors = {}
     for prefix, part in (("module", net.module_), ("criterion", net.criterion_)):
         for key, t in part.state_dict().items():
@@ -208,15 +229,15 @@ def _serialize(estimator):
     return safetensors.torch.save(tensors, metadata=metadata)
 
 
-def save_model(estimator, path):
+def save_model(estimator, path, *, provenance=None):
     """Save a fitted CNNScorer, AEEncoder or VAEEncoder to a model file, atomically.
 
     The file (conventionally ``*.safetensors``) holds the network's weights as
     safetensors tensors and, as JSON, the estimator's class, parameters and fitted
-    attributes and the galaxysim, torch and skorch versions; :func:`load_model` checks
-    the galaxysim and torch versions (skorch's is recorded for provenance). Loading it
-    runs no code from the file. An interrupted save leaves any
-    previous file at ``path`` intact.
+    attributes, the galaxysim, torch and skorch versions and ``provenance``;
+    :func:`load_model` checks the galaxysim and torch versions (skorch's is recorded
+    for provenance). Loading it runs no code from the file. An interrupted save leaves
+    any previous file at ``path`` intact.
 
     Pipelines and other estimators are saved with ``pickle`` or ``joblib``
     instead; like scikit-learn's, those files are for trusted input only, since
@@ -229,6 +250,11 @@ def save_model(estimator, path):
         tuples, lists and dicts of them (an int or ``None`` as ``random_state``).
     path : str or path-like
         Destination file.
+    provenance : dict, default=None
+        What the model was trained on, recorded as JSON in the file's header under
+        ``"provenance"`` (strings, finite numbers, bools, ``None``, and lists and
+        dicts of them; tuples read back as lists). ``galaxysim train`` stores its
+        training run and the catalogue's fingerprint here.
 
     Returns
     -------
@@ -238,7 +264,10 @@ def save_model(estimator, path):
     Raises
     ------
     TypeError
-        ``estimator`` is not one of the three estimators.
+        ``estimator`` is not one of the three estimators, or ``provenance`` is not a
+        dict.
+    ValueError
+        A parameter or ``provenance`` cannot be stored as JSON.
     sklearn.exceptions.NotFittedError
         ``estimator`` is not fitted.
 
@@ -259,8 +288,11 @@ def save_model(estimator, path):
             f"{type(estimator).__name__}. {_PICKLE_HINT}"
         )
     check_is_fitted(estimator, "net_")
+    if provenance is not None:
+        provenance = _check_provenance(provenance)
+    data = _serialize(estimator, provenance)
     with atomic_write(path, "wb") as f:
-        f.write(_serialize(estimator))
+        f.write(data)
     return str(path)
 
 
@@ -275,8 +307,20 @@ def _not_a_model(path, why):
     )
 
 
+def _check_regular_file(path):
+    """Refuse what is not a regular file before opening it (a FIFO would block)."""
+    mode = os.stat(path).st_mode  # FileNotFoundError when absent
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+        raise ValueError(
+            f"{path} is {what}, not a model file. Give the path of a file written by "
+            "galaxysim.nn.save_model or `galaxysim train`."
+        )
+
+
 def _read(path, *, tensors=True):
     """The header (a dict) and, with ``tensors``, the tensors (a dict) of a model file."""
+    _check_regular_file(path)
     with open(path, "rb") as f:
         start = f.read(len(_PICKLE_MAGIC))
     if start == _PICKLE_MAGIC:
@@ -314,7 +358,8 @@ def _parse_header(metadata, path):
 
 
 def read_model_header(path):
-    """Return the JSON header of a model file (versions, class, parameters), unchecked.
+    """Return the JSON header of a model file (versions, class, parameters, provenance),
+    unchecked.
 
     Raises
     ------
@@ -392,7 +437,29 @@ def _rebuild(header, tensors, path):
     return est._restore_net(states["module"], states["criterion"])
 
 
-def load_model(path):
+def _check_kind(header, kind, path):
+    if kind is None:
+        return
+    if kind not in _ESTIMATORS.values():
+        raise TypeError(
+            f"kind must be one of {', '.join(sorted(_ESTIMATORS))} (the class, not a name); "
+            f"got {kind!r}."
+        )
+    found = header.get("estimator")
+    if found != kind.__name__:
+        found = found if isinstance(found, str) and found in _ESTIMATORS else repr(found)
+        raise ValueError(
+            f"{path} holds {_a(found)}, not the {kind.__name__} wanted here: is it another "
+            f"model's file saved under this name? Use {_a(kind.__name__)} file, or retrain "
+            "it (`galaxysim train`)."
+        )
+
+
+def _a(name):
+    return f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}"
+
+
+def load_model(path, *, kind=None):
     """Load a model saved by :func:`save_model`, checking the recorded versions first.
 
     Only tensors and JSON are read: the estimator class comes from a fixed table of
@@ -403,7 +470,10 @@ def load_model(path):
     Parameters
     ----------
     path : str or path-like
-        A file written by :func:`save_model`.
+        A regular file written by :func:`save_model`.
+    kind : {CNNScorer, AEEncoder, VAEEncoder}, default=None
+        The class the file must hold (checked before anything but the header is
+        read); ``None`` accepts any of the three.
 
     Returns
     -------
@@ -412,11 +482,16 @@ def load_model(path):
 
     Raises
     ------
+    FileNotFoundError
+        ``path`` does not exist.
     ValueError
-        The file is not a galaxysim model file (truncated, foreign, or of the earlier
-        pickle-based format), names another class, holds invalid parameters or
-        weights, or was saved by an incompatible galaxysim version (another minor
-        version) or a newer torch; the message names the fix.
+        ``path`` is not a regular file (a directory, a FIFO), or not a galaxysim model
+        file (truncated, foreign, or of the earlier pickle-based format), holds another
+        class than ``kind`` or an unknown one, holds invalid parameters or weights, or
+        was saved by an incompatible galaxysim version (another minor version) or a
+        newer torch; the message names the fix.
+    TypeError
+        ``kind`` is not one of the three classes.
 
     Examples
     --------
@@ -430,7 +505,8 @@ def load_model(path):
     ValueError: ...notes.txt is not a galaxysim model file (unreadable as safetensors: ...
     """
     header, _ = _read(path, tensors=False)  # metadata only: nothing else is read before
-    _check_versions(header, path)  # the header and the versions are checked
+    _check_versions(header, path)  # the header, the versions and the kind are checked
+    _check_kind(header, kind, path)
     header, tensors = _read(path)
     try:
         return _rebuild(header, tensors, path)

@@ -1,6 +1,7 @@
 """Model files: safetensors tensors plus JSON, loaded without running code from the file."""
 
 import json
+import os
 import pathlib
 import pickle
 
@@ -314,6 +315,64 @@ def test_interrupted_save_leaves_previous_file(ae, tmp_path, monkeypatch):
         save_model(ae, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ae.safetensors"]  # no partial file left
+
+
+# ------------------------------------------------------------------ kinds, paths, provenance
+@pytest.mark.parametrize(
+    ("saved", "kind", "match"),
+    [
+        ("ae", VAEEncoder, "holds an AEEncoder, not the VAEEncoder wanted here"),
+        ("vae", AEEncoder, "holds a VAEEncoder, not the AEEncoder wanted here"),
+        ("cnn", AEEncoder, "holds a CNNScorer, not the AEEncoder wanted here"),
+    ],
+)
+def test_kind_is_checked(request, tmp_path, saved, kind, match):
+    path = save_model(request.getfixturevalue(saved), tmp_path / "cnn.safetensors")
+    with pytest.raises(ValueError, match=match):
+        load_model(path, kind=kind)
+    model = request.getfixturevalue(saved)
+    assert type(load_model(path, kind=type(model))) is type(model)
+
+
+def test_kind_must_be_one_of_the_classes(ae, tmp_path):
+    path = save_model(ae, tmp_path / "ae.safetensors")
+    for kind in ("AEEncoder", StandardScaler):
+        with pytest.raises(TypeError, match="kind must be one of AEEncoder, CNNScorer, VAEEncoder"):
+            load_model(path, kind=kind)
+    assert isinstance(load_model(path, kind=AEEncoder), AEEncoder)
+
+
+def test_a_directory_or_fifo_is_refused_without_blocking(tmp_path):
+    folder = tmp_path / "d.safetensors"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"d\.safetensors is a directory, not a model file"):
+        load_model(folder)
+    fifo = tmp_path / "f.safetensors"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    with pytest.raises(ValueError, match=r"f\.safetensors is a FIFO, socket or device"):
+        load_model(fifo)
+    with pytest.raises(ValueError, match="FIFO"):
+        read_model_header(fifo)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_provenance_is_recorded(ae, tmp_path):
+    prov = {"run": "r1", "catalogue": {"images": 3, "shape": [16, 16, 3], "hash": "ab"}}
+    path = save_model(ae, tmp_path / "ae.safetensors", provenance=prov)
+    assert read_model_header(path)["provenance"] == prov
+    assert "provenance" not in read_model_header(save_model(ae, tmp_path / "plain.safetensors"))
+    _same_fitted_state(ae, load_model(path))
+
+
+@pytest.mark.parametrize(
+    ("provenance", "error"),
+    [({"x": float("nan")}, ValueError), ({"x": object()}, ValueError), (["run"], TypeError)],
+)
+def test_provenance_must_be_json(ae, tmp_path, provenance, error):
+    with pytest.raises(error, match="provenance must"):
+        save_model(ae, tmp_path / "ae.safetensors", provenance=provenance)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------ Ctrl-C during fit
