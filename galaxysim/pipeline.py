@@ -38,7 +38,10 @@ METHODS = PIXEL_METHODS + DEEP_METHODS
 class SearchPipeline(Pipeline):
     """A :class:`~sklearn.pipeline.Pipeline` whose last step searches (``NearestGalaxy``).
 
-    Parameters are those of :class:`~sklearn.pipeline.Pipeline`.
+    Parameters are those of :class:`~sklearn.pipeline.Pipeline`. The last step must
+    have ``kneighbors`` (a search estimator such as
+    :class:`~galaxysim.neighbors.NearestGalaxy`); ``fit`` and the search methods raise
+    a ``TypeError`` otherwise, before any step is fitted.
 
     Examples
     --------
@@ -51,6 +54,38 @@ class SearchPipeline(Pipeline):
     >>> ind[:, 0]
     array([0, 1])
     """
+
+    def _searcher(self, method="kneighbors"):
+        """The last step, checked to have ``method`` (``kneighbors`` to be a search)."""
+        last = self.steps[-1][1] if self.steps else None
+        if not hasattr(last, "kneighbors") or not hasattr(last, method):
+            what = repr(last) if last is None or isinstance(last, str) else type(last).__name__
+            missing = "kneighbors" if not hasattr(last, "kneighbors") else method
+            raise TypeError(
+                f"A SearchPipeline ends with a search step, an estimator with kneighbors "
+                f"such as galaxysim.neighbors.NearestGalaxy; its last step is {what}, which "
+                f"has no {missing}. Add one, e.g. make_search_pipeline(..., NearestGalaxy())."
+            )
+        return last
+
+    def fit(self, X, y=None, **params):
+        """Check that the last step searches, then fit as :class:`~sklearn.pipeline.Pipeline`.
+
+        Parameters
+        ----------
+        X : array-like
+            Catalogue images.
+        y : array-like, default=None
+            Catalogue labels.
+        **params : dict
+            Passed as by :meth:`sklearn.pipeline.Pipeline.fit`.
+
+        Returns
+        -------
+        self : SearchPipeline
+        """
+        self._searcher()
+        return super().fit(X, y, **params)
 
     def _query(self, X):
         if X is None or len(self.steps) == 1:
@@ -76,9 +111,7 @@ class SearchPipeline(Pipeline):
         dist, ind : ndarray of shape (n_queries, n_neighbors)
             As returned by :meth:`galaxysim.neighbors.NearestGalaxy.kneighbors`.
         """
-        return self._final_estimator.kneighbors(
-            self._query(X), n_neighbors, return_distance, **kwargs
-        )
+        return self._searcher().kneighbors(self._query(X), n_neighbors, return_distance, **kwargs)
 
     def nearest_per_class(self, X, **kwargs):
         """Transform ``X``, then return the closest catalogue row of every label.
@@ -94,7 +127,7 @@ class SearchPipeline(Pipeline):
         -------
         dist, ind : ndarray of shape (n_queries, n_classes)
         """
-        return self._final_estimator.nearest_per_class(self._query(X), **kwargs)
+        return self._searcher("nearest_per_class").nearest_per_class(self._query(X), **kwargs)
 
     def catalogue_labels(self):
         """Labels of the catalogue rows, as given to ``fit``.
@@ -103,7 +136,7 @@ class SearchPipeline(Pipeline):
         -------
         labels : ndarray of shape (n_catalogue,)
         """
-        return self._final_estimator.catalogue_labels()
+        return self._searcher("catalogue_labels").catalogue_labels()
 
 
 def make_search_pipeline(*steps, memory=None, verbose=False):
@@ -132,7 +165,9 @@ def make_search_pipeline(*steps, memory=None, verbose=False):
     dict_keys(['crop64', 'pixelflatten', 'nearestgalaxy'])
     """
     plain = make_pipeline(*steps, memory=memory, verbose=verbose)
-    return SearchPipeline(plain.steps, memory=memory, verbose=verbose)
+    pipe = SearchPipeline(plain.steps, memory=memory, verbose=verbose)
+    pipe._searcher()  # refuse a pipeline without a search step now, not after fitting
+    return pipe
 
 
 def _is_fitted(estimator):

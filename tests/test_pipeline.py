@@ -230,3 +230,33 @@ def test_a_pipeline_of_only_the_search_step():
     np.testing.assert_array_equal(
         pipe.kneighbors(rows[:4])[1], NearestGalaxy(n_neighbors=3).fit(rows).kneighbors(rows[:4])[1]
     )
+
+
+# ------------------------------------------------------------------ no search step
+class _RecordingFlatten(PixelFlatten):
+    fitted = 0
+
+    def fit(self, X, y=None):
+        type(self).fitted += 1
+        return super().fit(X, y)
+
+
+def test_a_pipeline_without_a_search_step_is_refused():
+    match = r"ends with a search step.*NearestGalaxy; its last step is PixelFlatten.*kneighbors"
+    with pytest.raises(TypeError, match=match):
+        make_search_pipeline(Crop64(size=32), PixelFlatten())
+    # built directly: refused by fit before any step is fitted, and by the searches
+    pipe = SearchPipeline([("crop", Crop64(size=32)), ("flat", _RecordingFlatten())])
+    with pytest.raises(TypeError, match=match.replace("PixelFlatten", "_RecordingFlatten")):
+        pipe.fit(X, Y)
+    assert _RecordingFlatten.fitted == 0
+    for call in (
+        lambda: pipe.kneighbors(Q),
+        lambda: pipe.nearest_per_class(Q),
+        pipe.catalogue_labels,
+    ):
+        with pytest.raises(TypeError, match="ends with a search step"):
+            call()
+    passthrough = SearchPipeline([("flat", PixelFlatten()), ("nn", "passthrough")])
+    with pytest.raises(TypeError, match="its last step is 'passthrough'"):
+        passthrough.kneighbors(Q)
