@@ -3,24 +3,44 @@
 Argument parsing and composition of library calls only. galaxysim writes "catalogue"
 everywhere; the options keep the shorter spelling of astronomy command lines and
 query tools, ``--catalog`` and ``--n-catalog``.
+
+Everything that can be checked without the data is checked right after parsing
+(:func:`check_args`): numbers under their options' names, the files to read, the
+folders and files to write, saved models. Exit status: 0, 2 for a user error (one
+line on stderr), 130 for Ctrl-C (no file half-written, no model replaced), 141 when
+the reader of stdout went away (``galaxysim search | head -1``; the files asked for
+are still written).
 """
 
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from galaxysim import GALAXY10_CLASSES, __version__
+from galaxysim.cli._checks import (
+    NO_LABELS,
+    WHOLE_FRAME,
+    UserError,
+    check_builtin_catalogue_size,
+    check_deep_image_size,
+    check_input,
+    check_numbers,
+    check_output_folder,
+    check_output_png,
+    check_query,
+    cli_message,
+    crop_option,
+)
 from galaxysim.pipeline import DEEP_METHODS, METHODS
+
+__all__ = ["UserError", "build_parser", "check_args", "main"]
 
 DEFAULT_CATALOGUE_SIZE = 3000
 DEFAULT_SEED = 0
-
-
-class UserError(Exception):
-    """A mistake in the command line or its inputs: one line, exit status 2."""
 
 
 def _add_data_options(p):
@@ -29,14 +49,24 @@ def _add_data_options(p):
         dest="catalogue",
         help="Galaxy10 HDF5 file or image folder (default: the built-in procedural catalogue)",
     )
-    p.add_argument("--labels-csv", help="CSV with a `file` column and labels (image folders)")
+    p.add_argument(
+        "--labels-csv",
+        help="CSV with a `file` column and labels (image folders; default: the folder's "
+        "labels.csv if any; `none`: no labels)",
+    )
     p.add_argument("--label-column", help="label column of the CSV")
     p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="an unreadable image in a folder is an error (raise, the default) or is skipped",
+    )
+    p.add_argument(
         "--crop",
-        type=int,
+        type=crop_option,
         default=None,
-        help="centre-crop this many source pixels before resizing "
-        "(default: 64 for Galaxy10 files, whole frame for folders)",
+        help="centre-crop this many source pixels before resizing, or `none` for the whole "
+        "frame (default: 64 for Galaxy10 files, whole frame for folders)",
     )
     p.add_argument("--image-size", type=int, default=64, help="side of the framed images")
     p.add_argument(
@@ -91,7 +121,9 @@ def build_parser():
     s.add_argument(
         "--within", metavar="LABEL", help="search only galaxies with this label (name or number)"
     )
-    s.add_argument("--out", help="write results.csv, montages and index.html here")
+    s.add_argument(
+        "--out", help="write results.csv, montages and index.html into this folder (created)"
+    )
     _add_model_options(s)
 
     t = sub.add_parser(
@@ -99,7 +131,10 @@ def build_parser():
         help="fit the deep models on a catalogue and save them",
         description="Fit CNN, autoencoder and/or VAE on a catalogue and save "
         "them as cnn.safetensors, ae.safetensors and vae.safetensors (weights, "
-        "parameters and versions; loading runs no code) for `search --model-dir`.",
+        "parameters and versions; loading runs no code) for `search --model-dir`. "
+        "The models of one run are saved together: they replace the folder's older "
+        "ones only once all are trained, and models.json records the run of each file "
+        "(an interrupted train leaves the older models as they were).",
     )
     _add_data_options(t)
     t.add_argument("--method", default="cnn,ae,vae", help="comma list of cnn, ae, vae")
@@ -124,7 +159,9 @@ def build_parser():
         default=0.5,
         help="spread around the query in units of the prior (default: 0.5)",
     )
-    g.add_argument("--out", default="generated.png", help="PNG grid (default: %(default)s)")
+    g.add_argument(
+        "--out", default="generated.png", help="the PNG grid, a .png file (default: %(default)s)"
+    )
     _add_model_options(g)
 
     e = sub.add_parser(
@@ -171,7 +208,11 @@ def _add_model_options(p, required=False):
     p.add_argument(
         "--model-dir",
         required=required,
-        help="load deep models from here if present, save trained ones here",
+        help="folder of the deep models: load them from here if present, save trained ones "
+        "here. Each model file records its training run and the catalogue it was trained "
+        "on; a file that models.json does not list (a train stopped while it moved its "
+        "models in) is refused, one trained on images of another size too, and one "
+        "trained on another catalogue is used with a warning",
     )
     p.add_argument(
         "--epochs",
@@ -187,9 +228,8 @@ def load_catalogue(args):
     from galaxysim.datasets import load_galaxy10, load_image_folder, make_galaxies
 
     verbose = not args.quiet
+    crop = None if args.crop == WHOLE_FRAME else args.crop
     if args.catalogue is None:
-        if args.n_catalogue < 1:
-            raise UserError("--n-catalog must be at least 1.")
         X, y = make_galaxies(args.n_catalogue, image_size=args.image_size, random_state=args.seed)
         desc = f"built-in procedural catalogue ({args.n_catalogue} galaxies, seed {args.seed})"
         return X, y, list(GALAXY10_CLASSES), desc
@@ -199,17 +239,18 @@ def load_catalogue(args):
     if path.is_dir():
         bunch = load_image_folder(
             path,
-            labels_csv=args.labels_csv,
+            labels_csv=False if args.labels_csv == NO_LABELS else args.labels_csv,
             label_column=args.label_column,
-            crop=args.crop,
+            crop=crop,
             image_size=args.image_size,
+            on_error=args.on_error,
             n_jobs=-1,  # reading and decoding release the GIL: use every core
             verbose=verbose,
         )
     else:
         bunch = load_galaxy10(
             path,
-            crop=64 if args.crop is None else args.crop,
+            crop=64 if args.crop is None else crop,
             image_size=args.image_size,
             verbose=verbose,
         )
@@ -217,7 +258,7 @@ def load_catalogue(args):
     return bunch.images, bunch.target, names, f"{path} ({len(bunch.images)} images)"
 
 
-def load_query(args, X):
+def load_query(args, X, option="--query"):
     """Return the query image (1, s, s, 3), of the catalogue ``X``'s shape, and a description."""
     from galaxysim.datasets import load_milky_way
     from galaxysim.utils._image import frame_images, reframe_images
@@ -228,13 +269,17 @@ def load_query(args, X):
         q = load_milky_way(kind="illustration", image_size=args.image_size)
         desc = "Milky Way illustration (NASA/JPL-Caltech), reframed"
     else:
+        check_query(args.query, option)
         path = Path(args.query)
-        if not path.is_file():
+        crop = None if args.crop == WHOLE_FRAME else args.crop
+        image = _read_image(path)  # (1, H, W, C)
+        height, width = image.shape[-3:-1]
+        if crop is not None and crop > min(height, width):
             raise UserError(
-                f"query {args.query!r} is neither `milkyway`, `milkyway-illustration` "
-                "nor an existing image file."
+                f"--crop {crop} is larger than the {height}x{width} query {path}; use "
+                f"--crop {min(height, width)} or less, or --crop none."
             )
-        q = frame_images(_read_image(path), crop=args.crop, image_size=args.image_size)
+        q = frame_images(image, crop=crop, image_size=args.image_size)
         desc = str(path)
     if args.reframe is not None:
         q = reframe_images(
@@ -304,31 +349,48 @@ def _new_model(method, args):
     cls = {"cnn": CNNScorer, "ae": AEEncoder, "vae": VAEEncoder}[method]
     params = {"random_state": args.seed, "verbose": 0 if args.quiet else 1}
     if args.epochs is not None:
-        if args.epochs < 1:
-            raise UserError("--epochs must be at least 1.")
         params["max_epochs"] = args.epochs
     return cls(**params)
 
 
-def deep_model(method, args, X, y, *, load=True):
-    """A fitted deep model: loaded from --model-dir when saved there (and ``load``),
-    else trained, and saved there (atomically: an interrupted run keeps the old file)."""
-    from galaxysim.nn import load_model, save_model
+def _model_folder(args):
+    """The :class:`~galaxysim.cli._models.ModelFolder` of --model-dir, or None."""
+    if not getattr(args, "model_dir", None):
+        return None
+    if getattr(args, "model_folder", None) is None:
+        from galaxysim.cli._models import ModelFolder
 
-    path = Path(args.model_dir) / f"{method}.safetensors" if args.model_dir else None
-    if load and path is not None and path.exists():
-        model = load_model(path)
-        print(f"{method}: loaded {path}", file=sys.stderr)
-        return model
-    if method == "cnn" and y is None:
+        args.model_folder = ModelFolder(args.model_dir)
+    return args.model_folder
+
+
+def _need_labels_for_cnn(methods, y, folder=None):
+    if "cnn" in methods and y is None and (folder is None or not folder.has("cnn")):
         raise UserError("the cnn method needs labels (give --labels-csv / --label-column).")
+
+
+def train_model(method, args, X, y):
+    """A new deep model of ``method``, trained on ``X`` (and ``y`` for the CNN)."""
+    _need_labels_for_cnn([method], y)
     model = _new_model(method, args)
     t0 = time.perf_counter()
     model.fit(X, y if method == "cnn" else None)
     print(f"{method}: trained in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    if path is not None:
-        save_model(model, path)
-        print(f"{method}: saved {path}", file=sys.stderr)
+    return model
+
+
+def deep_model(method, args, X, y):
+    """A fitted deep model: loaded from --model-dir when saved there, else trained, and
+    saved there as a training run of one model (see :mod:`galaxysim.cli._models`: an
+    interrupted run keeps the old file)."""
+    folder = _model_folder(args)
+    if folder is not None and folder.has(method):
+        return folder.load(method, X, y)
+    if folder is None:
+        return train_model(method, args, X, y)
+    with folder.run(X, y) as add:
+        model = train_model(method, args, X, y)
+        add(method, model)
     return model
 
 
@@ -349,17 +411,18 @@ def build_search(method, args, X, y):
 def cmd_search(args):
     from galaxysim.report import SearchResult, format_table, write_search_report
 
-    methods = parse_methods(args.method)
-    if args.k < 1:
-        raise UserError("-k must be at least 1.")
+    methods = args.methods
     X, y, names, cat_desc = load_catalogue(args)
     query, q_desc = load_query(args, X)
     if (args.per_class or args.within) and y is None:
         raise UserError("--per-class and --within need labels (give --labels-csv).")
+    _need_labels_for_cnn(methods, y, _model_folder(args))
     within = resolve_label(args.within, names, y) if args.within else None
     name_of = label_namer(names)
     results = []
     for method in methods:
+        if args.stdout.closed and not args.out:
+            break  # nobody reads the tables and there is no report to write
         t0 = time.perf_counter()
         pipe = build_search(method, args, X, y).fit(X, y)
         if args.per_class:
@@ -378,8 +441,8 @@ def cmd_search(args):
         label_names = [name_of(int(y[i])) if y is not None else "-" for i in ind[0]]
         res = SearchResult(method, dist[0], ind[0], label_names, title=f"{title} ({elapsed:.2f} s)")
         results.append(res)
-        print(format_table(res))
-        print()
+        args.stdout.print(format_table(res))
+        args.stdout.print()
     if args.out:
         index = write_search_report(
             args.out,
@@ -393,19 +456,18 @@ def cmd_search(args):
                 "image size": f"{X.shape[1]}x{X.shape[2]}",
             },
         )
-        print(f"report written to {index}")
+        args.stdout.print(f"report written to {index}")
     return 0
 
 
 def cmd_train(args):
-    methods = parse_methods(args.method)
-    bad = [m for m in methods if m not in DEEP_METHODS]
-    if bad:
-        raise UserError(f"train fits deep models only ({', '.join(DEEP_METHODS)}); got {bad}.")
     X, y, _, cat_desc = load_catalogue(args)
-    print(f"catalogue: {cat_desc}")
-    for method in methods:
-        deep_model(method, args, X, y, load=False)  # replaces a saved model once trained
+    _need_labels_for_cnn(args.methods, y)  # before any training
+    args.stdout.print(f"catalogue: {cat_desc}")
+    # one run: the saved models are replaced only once every model is trained
+    with _model_folder(args).run(X, y) as add:
+        for method in args.methods:
+            add(method, train_model(method, args, X, y))
     return 0
 
 
@@ -413,22 +475,20 @@ def cmd_generate(args):
     from galaxysim.plotting import plot_generated
     from galaxysim.report import save_figure
 
-    if args.n < 1:
-        raise UserError("--n must be at least 1.")
-    if not (np.isfinite(args.scale) and args.scale >= 0):
-        raise UserError(f"--scale must be a finite number >= 0; got {args.scale:g}.")
     X, y, _, cat_desc = load_catalogue(args)
     vae = deep_model("vae", args, X, y)
     if args.like is None:
         images, title = vae.sample(args.n, random_state=args.seed), "VAE samples from noise"
     else:
         args.query, args.reframe = args.like, None
-        query, q_desc = load_query(args, X)
+        query, q_desc = load_query(args, X, option="--like")
         images = vae.generate_like(query, args.n, scale=args.scale, random_state=args.seed)
         title = f"more like the {q_desc} (scale {args.scale:g})"
     out = Path(args.out)
-    save_figure(plot_generated(images, title=title), out)
-    print(f"{len(images)} generated images written to {out} (VAE trained on {cat_desc})")
+    save_figure(plot_generated(images, title=title), out)  # atomically
+    args.stdout.print(
+        f"{len(images)} generated images written to {out} (VAE trained on {cat_desc})"
+    )
     return 0
 
 
@@ -437,13 +497,7 @@ def cmd_evaluate(args):
     from galaxysim.report import SearchResult, format_scores, write_evaluation_report
     from galaxysim.utils._progress import progress
 
-    methods = parse_methods(args.method)
-    if args.folds < 2:
-        raise UserError("--folds must be at least 2.")
-    if args.k < 1:
-        raise UserError("-k must be at least 1.")
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError("--epochs must be at least 1.")
+    methods = args.methods
     X, y, names, cat_desc = load_catalogue(args)
     if y is None:
         raise UserError("evaluate needs labels (give --labels-csv / --label-column).")
@@ -461,7 +515,7 @@ def cmd_evaluate(args):
         raise UserError(f"-k {args.k} exceeds the {n_train} training images of a fold.")
     query, q_desc = load_query(args, X)
     name_of = label_namer(names)
-    print(f"catalogue: {cat_desc}; {args.folds}-fold cross-validation, k={args.k}")
+    args.stdout.print(f"catalogue: {cat_desc}; {args.folds}-fold cross-validation, k={args.k}")
 
     cv_results, search_results, models = {}, [], {}
     bar = progress(total=len(methods) * (args.folds + 1), desc="evaluate", verbose=not args.quiet)
@@ -496,7 +550,7 @@ def cmd_evaluate(args):
                 )
             )
             bar.update(1)
-    print(format_scores(cv_results, names))
+    args.stdout.print(format_scores(cv_results, names))
     counts_text = ", ".join(f"{name_of(int(c))} {n}" for c, n in zip(labels, counts, strict=True))
     index = write_evaluation_report(
         args.out,
@@ -520,8 +574,50 @@ def cmd_evaluate(args):
         models=models,
         random_state=args.seed,
     )
-    print(f"report written to {index}")
+    args.stdout.print(f"report written to {index}")
     return 0
+
+
+def check_args(args):
+    """Check what needs no data, right after parsing and before any long work.
+
+    Numbers under their options' names; the catalogue, labels CSV and query are
+    readable files (or folders); --out and --model-dir are folders that exist or can
+    be created and written (generate's --out a .png file); the saved models that
+    will be used are model files of the right kind from a complete training run.
+    Sets ``args.methods``.
+    """
+    methods = parse_methods(args.method) if getattr(args, "method", None) else []
+    if args.command == "train":
+        bad = [m for m in methods if m not in DEEP_METHODS]
+        if bad:
+            raise UserError(f"train fits deep models only ({', '.join(DEEP_METHODS)}); got {bad}.")
+    args.methods = methods
+    deep = ["vae"] if args.command == "generate" else [m for m in methods if m in DEEP_METHODS]
+    check_numbers(args)
+    check_deep_image_size(args, deep)
+    if args.catalogue is None:
+        check_builtin_catalogue_size(args)
+    else:
+        check_input(args.catalogue, "--catalog", folder_ok=True)
+    if args.labels_csv not in (None, NO_LABELS):
+        check_input(args.labels_csv, "--labels-csv")
+    if args.command in ("search", "evaluate"):
+        check_query(args.query, "--query")
+    elif args.command == "generate" and args.like is not None:
+        check_query(args.like, "--like")
+    if args.command == "generate":
+        check_output_png(args.out, "--out")
+    elif getattr(args, "out", None):
+        check_output_folder(args.out, "--out")
+    folder = _model_folder(args)
+    if folder is not None:
+        to_train = deep if args.command == "train" else [m for m in deep if not folder.has(m)]
+        if to_train:
+            check_output_folder(folder.path, "--model-dir")
+            folder.check_writable(to_train)
+        if args.command != "train":
+            folder.preload([m for m in deep if m not in to_train])
 
 
 COMMANDS = {
@@ -532,28 +628,65 @@ COMMANDS = {
 }
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The library's warnings as the command's: one line, in its options' terms."""
+    print(f"galaxysim: warning: {cli_message(message)}", file=sys.stderr)
+
+
+def _one_line(exc):
+    if isinstance(exc, MemoryError):
+        detail = f" ({exc})" if str(exc) else ""
+        return (
+            f"out of memory{detail}; use a smaller catalogue (--n-catalog, --image-size) "
+            "or a machine with more memory."
+        )
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return cli_message(msg)
+
+
 def main(argv=None):
     """Run the ``galaxysim`` command; returns the exit status.
 
     Run as the process's command (``argv=None``), it first raises glibc's allocator
-    thresholds for the process (see the install page); called with an explicit ``argv``
-    from Python, it leaves the caller's process settings alone.
+    thresholds for the process (see the install page), and points its stdout at
+    ``os.devnull`` once the reader of stdout has gone; called with an explicit
+    ``argv`` from Python, it leaves the caller's process settings alone.
+
+    Returns
+    -------
+    status : int
+        0; 2 after a user error (one line on stderr); 130 after Ctrl-C; 141 when the
+        reader of stdout went away (the rest of the output was dropped, the files
+        asked for were written).
     """
-    from galaxysim.cli._process import tune_allocator
+    from galaxysim.cli._process import SIGPIPE_EXIT, Stdout, tune_allocator
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is None:
         tune_allocator()
+    args.stdout = Stdout(own_process=argv is None)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            check_args(args)
+            status = COMMANDS[args.command](args)
+        args.stdout.flush()
     except UserError as exc:
         print(f"galaxysim: error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"galaxysim {args.command}: error: {msg}", file=sys.stderr)
+    except (
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+        KeyError,
+        ImportError,
+        OSError,
+        MemoryError,
+    ) as exc:
+        print(f"galaxysim {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("galaxysim: interrupted", file=sys.stderr)
         return 130
+    return SIGPIPE_EXIT if args.stdout.closed and status == 0 else status

