@@ -79,24 +79,20 @@ def check_deep_image_size(args, methods):
         )
 
 
-def physical_memory():
-    """Bytes of RAM of this machine, or None where the OS does not tell."""
+def check_builtin_catalogue_size(args):
+    """Refuse a built-in catalogue that would not fit in memory, before making it."""
+    from galaxysim.utils._memory import InsufficientMemoryError, check_memory
+
+    per_image = args.image_size**2 * 3 + 256  # pixels, and (more than) their parameters
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_builtin_catalogue_size(args, memory=None):
-    """Refuse a built-in catalogue larger than the machine's memory, before making it."""
-    memory = physical_memory() if memory is None else memory
-    need = args.n_catalogue * args.image_size**2 * 3  # uint8 RGB
-    if memory is not None and need > memory:
-        raise UserError(
-            f"--n-catalog {args.n_catalogue} at --image-size {args.image_size} would take "
-            f"{need / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of "
-            "memory; use a smaller --n-catalog or --image-size."
+        check_memory(
+            args.n_catalogue * per_image,
+            f"--n-catalog {args.n_catalogue} at --image-size {args.image_size}",
+            per_item=(per_image, "images"),
+            hint="Use a smaller --n-catalog or --image-size.",
         )
+    except InsufficientMemoryError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _kind(mode):
@@ -108,20 +104,18 @@ def _kind(mode):
 
 
 def check_input(path, option, *, folder_ok=False):
-    """``path`` exists and is a regular file (or, with ``folder_ok``, a folder).
+    """``path`` is a regular file (or, with ``folder_ok``, a folder).
 
-    Anything else (a FIFO would block the read forever) is refused.
+    Anything else is refused before it is opened (a FIFO would block the read forever).
     """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise UserError(f"{option} {path} does not exist.") from None
-    except OSError as exc:
-        raise UserError(f"{option} {path} cannot be read: {exc.strerror}.") from None
-    if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
+    from galaxysim.utils._io import check_regular_file
+
+    if folder_ok and os.path.isdir(path):
         return
-    wanted = "a file or a folder" if folder_ok else "a file"
-    raise UserError(f"{option} {path} is {_kind(mode)}, not {wanted}.")
+    try:
+        check_regular_file(path, option)
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def check_query(text, option):
@@ -162,6 +156,18 @@ def _check_creatable(path, folder, option):
         raise UserError(f"{option} {path} cannot be created: {base} is not a folder.")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path} cannot be written: no permission to write in {base}.")
+
+
+def check_report_folder(path, option):
+    """``path`` can take a report: a new or empty folder, or an earlier report (which
+    the report replaces whole; see :func:`galaxysim.report.check_report_dir`)."""
+    from galaxysim.report import check_report_dir
+
+    check_output_folder(path, option)
+    try:
+        check_report_dir(path)
+    except ValueError as exc:
+        raise UserError(f"{option}: {exc}") from None
 
 
 def check_output_png(path, option):

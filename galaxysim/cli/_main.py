@@ -32,6 +32,7 @@ from galaxysim.cli._checks import (
     check_output_folder,
     check_output_png,
     check_query,
+    check_report_folder,
     cli_message,
     crop_option,
 )
@@ -609,7 +610,7 @@ def check_args(args):
     if args.command == "generate":
         check_output_png(args.out, "--out")
     elif getattr(args, "out", None):
-        check_output_folder(args.out, "--out")
+        check_report_folder(args.out, "--out")
     folder = _model_folder(args)
     if folder is not None:
         to_train = deep if args.command == "train" else [m for m in deep if not folder.has(m)]

@@ -12,8 +12,6 @@ load; nothing is unpickled.
 
 import json
 import numbers
-import os
-import stat
 
 import numpy as np
 import safetensors
@@ -26,7 +24,7 @@ import galaxysim
 from galaxysim.nn._autoencoder import AEEncoder, VAEEncoder
 from galaxysim.nn._cnn import CNNScorer
 from galaxysim.nn._estimator import HISTORY_KEYS
-from galaxysim.utils._io import atomic_write
+from galaxysim.utils._io import atomic_write, check_regular_file
 
 __all__ = ["load_model", "save_model"]
 
@@ -307,20 +305,9 @@ def _not_a_model(path, why):
     )
 
 
-def _check_regular_file(path):
-    """Refuse what is not a regular file before opening it (a FIFO would block)."""
-    mode = os.stat(path).st_mode  # FileNotFoundError when absent
-    if not stat.S_ISREG(mode):
-        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
-        raise ValueError(
-            f"{path} is {what}, not a model file. Give the path of a file written by "
-            "galaxysim.nn.save_model or `galaxysim train`."
-        )
-
-
 def _read(path, *, tensors=True):
     """The header (a dict) and, with ``tensors``, the tensors (a dict) of a model file."""
-    _check_regular_file(path)
+    check_regular_file(path, "Model file")  # a FIFO would block the read
     with open(path, "rb") as f:
         start = f.read(len(_PICKLE_MAGIC))
     if start == _PICKLE_MAGIC:
@@ -484,12 +471,14 @@ def load_model(path, *, kind=None):
     ------
     FileNotFoundError
         ``path`` does not exist.
+    IsADirectoryError
+        ``path`` is a folder.
     ValueError
-        ``path`` is not a regular file (a directory, a FIFO), or not a galaxysim model
-        file (truncated, foreign, or of the earlier pickle-based format), holds another
-        class than ``kind`` or an unknown one, holds invalid parameters or weights, or
-        was saved by an incompatible galaxysim version (another minor version) or a
-        newer torch; the message names the fix.
+        ``path`` is a named pipe, socket or device (refused before it is opened), or
+        not a galaxysim model file (truncated, foreign, or of the earlier pickle-based
+        format), holds another class than ``kind`` or an unknown one, holds invalid
+        parameters or weights, or was saved by an incompatible galaxysim version
+        (another minor version) or a newer torch; the message names the fix.
     TypeError
         ``kind`` is not one of the three classes.
 

@@ -301,8 +301,8 @@ def test_a_broken_model_file_is_refused_before_training(
     match = {
         "empty": "is not a galaxysim model file",
         "truncated": "is not a galaxysim model file",
-        "folder": "is a directory, not a model file",
-        "fifo": "is a FIFO, socket or device, not a model file",
+        "folder": "vae.safetensors is a folder, not a file",
+        "fifo": "vae.safetensors is a named pipe (FIFO), not a regular file",
     }[kind]
     assert match in err
 

@@ -347,15 +347,24 @@ def test_numbers_are_checked_under_their_option_before_any_work(capsys, no_catal
     assert not re.search(r"fill_fraction|image_size|random_state|n_samples|Seed must", err)
 
 
-def test_the_memory_check_names_the_sizes():
+def test_the_memory_check_names_the_options(monkeypatch):
     from argparse import Namespace
 
+    import galaxysim.utils._memory as memory
     from galaxysim.cli._checks import UserError, check_builtin_catalogue_size
 
     args = Namespace(n_catalogue=10**6, image_size=64)
-    check_builtin_catalogue_size(args, memory=13 * 2**30)  # 11.4 GiB fit in 13
-    with pytest.raises(UserError, match=r"would take 11\.4 GiB, more than .* 8\.0 GiB"):
-        check_builtin_catalogue_size(args, memory=8 * 2**30)
+    monkeypatch.setattr(memory, "available_memory", lambda: 13 * 10**9)
+    check_builtin_catalogue_size(args)  # 12.5 GB fit in 13
+    monkeypatch.setattr(memory, "available_memory", lambda: 8 * 10**9)
+    with pytest.raises(UserError) as caught:
+        check_builtin_catalogue_size(args)
+    assert re.fullmatch(
+        r"--n-catalog 1000000 at --image-size 64 would take 12\.5 GB of memory, but only "
+        r"8\.0 GB is available \(room for about 637,755 images\)\. Use a smaller --n-catalog "
+        r"or --image-size\.",
+        str(caught.value),
+    ), str(caught.value)
 
 
 def test_missing_catalog(capsys, tmp_path):
@@ -367,11 +376,11 @@ def test_fifo_catalog_is_refused_not_read(capsys, tmp_path, no_catalogue):
     fifo = tmp_path / "f.h5"
     os.mkfifo(fifo)  # reading it would block forever
     code, _, err = run(capsys, "--catalog", str(fifo))
-    assert_one_line_error(code, err, r"--catalog .*f\.h5 is a FIFO, socket or device, not a file")
+    assert_one_line_error(code, err, r"--catalog .*f\.h5 is a named pipe \(FIFO\), not a regular")
     csv_fifo = tmp_path / "labels.csv"
     os.mkfifo(csv_fifo)
     code, _, err = run(capsys, "--catalog", str(tmp_path), "--labels-csv", str(csv_fifo))
-    assert_one_line_error(code, err, r"--labels-csv .*labels\.csv is a FIFO")
+    assert_one_line_error(code, err, r"--labels-csv .*labels\.csv is a named pipe")
 
 
 # ------------------------------------------------------------------ outputs checked first
@@ -384,6 +393,15 @@ def test_out_naming_a_file_fails_before_the_search(capsys, tmp_path, no_catalogu
     code, out, err = run(capsys, "--out", str(existing / "report"))
     assert_one_line_error(code, err, r"--out .*report cannot be created: .*results\.txt is not a")
     assert out == ""
+
+
+def test_out_folder_that_is_not_a_report_fails_before_the_search(capsys, tmp_path, no_catalogue):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    code, out, err = run(capsys, "--out", str(mine))
+    assert_one_line_error(code, err, r"--out: .*mine is not a galaxysim report")
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 def test_out_folder_is_created(capsys, tmp_path):
