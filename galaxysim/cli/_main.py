@@ -261,13 +261,19 @@ def label_namer(names):
 
 
 def _read_image(path):
-    from PIL import Image, UnidentifiedImageError
+    # the one reader, as for catalogue folders: same file, same pixels
+    from galaxysim.utils._imread import ImageReadError, ImageTooLargeError, read_image
 
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))[np.newaxis]
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from None
+        return read_image(path)[np.newaxis]
+    except ImageTooLargeError as exc:
+        raise UserError(
+            f"query image {path} is {exc.size[0]}x{exc.size[1]} pixels, more than the "
+            f"{exc.limit:,} pixels galaxysim reads (a guard against decompression bombs); "
+            "shrink it first."
+        ) from None
+    except ImageReadError as exc:
+        raise UserError(f"cannot read image {path}: {exc.reason}") from None
 
 
 def parse_methods(text):

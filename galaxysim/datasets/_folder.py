@@ -1,7 +1,7 @@
 """Load a folder of galaxy cutouts (JPEG/PNG, FITS with astropy) with labels from a CSV."""
 
+import codecs
 import csv
-import importlib.util
 import numbers
 import re
 import warnings
@@ -9,103 +9,38 @@ from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
-from PIL import Image, UnidentifiedImageError
 from sklearn.utils import Bunch
 
+from galaxysim.utils import _imread
 from galaxysim.utils._image import frame_images
+from galaxysim.utils._imread import ImageReadError, is_fits, read_image
+from galaxysim.utils._io import check_regular_file
 from galaxysim.utils._progress import progress
 
 __all__ = ["load_image_folder"]
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
-_FITS_EXTS = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
 _BATCH = 32  # files per parallel task: amortises scheduling overhead
 # Column names that look like a class label, for picking the label column of a CSV.
 _LABEL_NAME = re.compile(r"(^|_)(label|labels|class|target|y|category)$", re.IGNORECASE)
 
 
-class _ImageReadError(Exception):
-    """A file that cannot be decoded; skippable with ``on_error="skip"``."""
-
-
-def _is_fits(path):
-    name = path.name.lower()
-    return name.endswith(_FITS_EXTS)
-
-
 def _is_image(path):
-    return path.suffix.lower() in _IMAGE_EXTS or _is_fits(path)
+    return path.suffix.lower() in _IMAGE_EXTS or is_fits(path)
 
 
-def _has_astropy():
-    return importlib.util.find_spec("astropy") is not None
+def _load_one(path, crop, image_size, max_pixels):
+    """Decode, crop, convert to RGB and resize one file (the full image is dropped at once)."""
+    img = read_image(path, crop=crop, max_pixels=max_pixels)
+    return frame_images(img[np.newaxis], crop=None, image_size=image_size)[0]
 
 
-def _read_pil(path):
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                # 16-bit or float PNG/TIFF: scale to 0-255 rather than clip
-                arr = np.asarray(img, dtype=np.float32)
-                return _scale_to_uint8(np.stack([arr] * 3, axis=-1))
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise _ImageReadError(
-            f"Cannot read image {path}: the file is corrupt, truncated or not an image "
-            f"({type(exc).__name__}: {exc}). Replace or delete it, or pass on_error='skip'."
-        ) from exc
-
-
-def _read_fits(path):
-    if not _has_astropy():
-        raise _ImageReadError(f"Cannot read {path}: FITS files need astropy (pip install astropy).")
-    from astropy.io import fits
-
-    try:
-        data = np.asarray(fits.getdata(path), dtype=np.float32)
-    except Exception as exc:
-        raise _ImageReadError(f"Cannot read FITS file {path} ({exc}).") from exc
-    data = np.squeeze(data)
-    if data.ndim == 3 and data.shape[0] in (1, 3) and data.shape[-1] not in (1, 3):
-        data = np.moveaxis(data, 0, -1)  # FITS cubes are usually channels first
-    if data.ndim == 2:
-        data = data[..., np.newaxis]
-    if data.ndim != 3 or data.shape[-1] not in (1, 3):
-        raise _ImageReadError(
-            f"FITS file {path} holds an array of shape {data.shape}, not an image."
-        )
-    if data.shape[-1] == 1:
-        data = np.repeat(data, 3, axis=-1)
-    return _scale_to_uint8(data)
-
-
-def _scale_to_uint8(data):
-    data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = np.percentile(data, [0.5, 99.5])
-    if hi <= lo:
-        return np.zeros(data.shape, dtype=np.uint8)
-    return np.rint(np.clip((data - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
-
-
-def _load_one(path, crop, image_size):
-    """Decode, convert to RGB and frame one file (the full image is dropped at once)."""
-    img = _read_fits(path) if _is_fits(path) else _read_pil(path)
-    h, w = img.shape[:2]
-    if crop is not None and (crop > h or crop > w):
-        raise ValueError(
-            f"crop={crop} is larger than image {path} ({h}x{w} pixels). Choose a crop of at "
-            "most the smallest image side, or crop=None to keep the whole frame."
-        )
-    return frame_images(img[np.newaxis], crop=crop, image_size=image_size)[0]
-
-
-def _load_batch(paths, crop, image_size, skip):
+def _load_batch(paths, crop, image_size, max_pixels, skip):
     out = []
     for p in paths:
         try:
-            out.append(_load_one(p, crop, image_size))
-        except _ImageReadError as exc:
+            out.append(_load_one(p, crop, image_size, max_pixels))
+        except ImageReadError as exc:
             if not skip:
                 raise
             out.append(exc)
@@ -114,29 +49,43 @@ def _load_batch(paths, crop, image_size, skip):
 
 def _find_images(folder):
     files = sorted(
-        # hidden files (such as macOS "._name.jpg" forks) are not images
-        (p for p in folder.rglob("*") if p.is_file() and _is_image(p) and p.name[0] != "."),
+        # hidden files (such as macOS "._name.jpg" forks) are not images; anything else
+        # named like an image but not a regular file (a named pipe, a broken link) is
+        # listed, to be reported rather than ignored or opened
+        (p for p in folder.rglob("*") if _is_image(p) and p.name[0] != "." and not p.is_dir()),
         key=lambda p: p.relative_to(folder).as_posix(),
     )
-    fits_files = [p for p in files if _is_fits(p)]
-    if fits_files and not _has_astropy():
+    fits_files = [p for p in files if is_fits(p)]
+    if fits_files and not _imread._has_astropy():
         warnings.warn(
             f"Skipping {len(fits_files)} FITS file(s) in {folder}: reading FITS needs "
             "astropy (pip install astropy).",
             UserWarning,
             stacklevel=3,
         )
-        files = [p for p in files if not _is_fits(p)]
+        files = [p for p in files if not is_fits(p)]
     return files
 
 
-def _read_csv(csv_path):
+def _read_csv(csv_path, encoding):
+    check_regular_file(csv_path, "Labels CSV")
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(
+            f"encoding={encoding!r} is not a text encoding Python knows; pass one such as "
+            "'utf-8', 'latin-1' or 'cp1252'."
+        ) from None
+    # a UTF-8 file may start with a byte-order mark (spreadsheets write one): drop it
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    try:
+        with open(csv_path, newline="", encoding=codec) as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise ValueError(_encoding_message(csv_path, encoding, codec, exc)) from None
+    except (OSError, csv.Error, LookupError) as exc:
         raise ValueError(f"Cannot read the labels CSV {csv_path}: {exc}") from exc
     if "file" not in columns:
         raise ValueError(
@@ -146,6 +95,97 @@ def _read_csv(csv_path):
     if not rows:
         raise ValueError(f"The labels CSV {csv_path} lists no images (only a header).")
     return columns, rows
+
+
+def _encoding_message(csv_path, encoding, codec, exc):
+    raw = csv_path.read_bytes()
+    try:
+        raw.decode(codec)
+    except UnicodeDecodeError as whole:  # offsets in the whole file, not a read buffer
+        exc = whole
+    line = raw.count(b"\n", 0, exc.start) + 1
+    return (
+        f"The labels CSV {csv_path} is not {encoding} text (byte 0x{exc.object[exc.start]:02x} "
+        f"on line {line}). Pass the file's encoding, for example encoding='latin-1' (or "
+        "'cp1252' for files saved by Excel on Windows), or convert the file to UTF-8 "
+        "(iconv -f latin1 -t utf-8 labels.csv > labels-utf8.csv, or save it as 'CSV "
+        "UTF-8' from a spreadsheet)."
+    )
+
+
+def _check_empty(values, column, csv_path):
+    empty = [i for i, v in enumerate(values) if v == ""]
+    if empty:
+        raise ValueError(
+            f"Column {column!r} of {csv_path} is empty on {len(empty)} row(s) (rows "
+            f"{_row_list(empty[:5])}{', ...' if len(empty) > 5 else ''}; the header is row "
+            "1). Fill or drop them."
+        )
+
+
+def _row_list(rows):
+    """Data row numbers as a spreadsheet shows them (the header is row 1)."""
+    return ", ".join(str(r + 2) for r in rows)
+
+
+def _check_duplicates(names, resolved, csv_path):
+    seen = {}
+    for i, p in enumerate(resolved):
+        seen.setdefault(p, []).append(i)
+    repeated = [rows for rows in seen.values() if len(rows) > 1]
+    if not repeated:
+        return
+    shown = "; ".join(
+        f"{' = '.join(dict.fromkeys(repr(names[r]) for r in rows))} (rows {_row_list(rows)})"
+        for rows in repeated[:5]
+    )
+    raise ValueError(
+        f"The labels CSV {csv_path} names {len(repeated)} image file(s) more than once: "
+        f"{shown}{'; ...' if len(repeated) > 5 else ''}. Each image must be listed once; "
+        "remove the repeated rows (the header is row 1)."
+    )
+
+
+def _check_inside(names, resolved, roots, where, rule):
+    """Refuse files whose real path (symlinks followed) is inside none of ``roots``."""
+    outside = [
+        i for i, r in enumerate(resolved) if not any(r.is_relative_to(root) for root in roots)
+    ]
+    if not outside:
+        return
+    shown = "; ".join(f"{names[i]!r} -> {resolved[i]}" for i in outside[:3])
+    raise ValueError(
+        f"{len(outside)} of the {len(names)} image files {where} lie outside "
+        f"{' and '.join(str(r) for r in roots)} once symlinks are followed, for example "
+        f"{shown}. {rule}; if you trust these paths, pass allow_outside=True."
+    )
+
+
+def _check_regular(files, skip, source, from_csv):
+    """Indices of files that are missing or not regular files, and why (or raise)."""
+    missing, special = [], []
+    for i, p in enumerate(files):
+        try:
+            check_regular_file(p, "Image")
+        except FileNotFoundError:
+            missing.append(i)
+        except (IsADirectoryError, ValueError) as exc:
+            special.append((i, exc))
+    if not skip and missing:
+        shown = ", ".join(str(files[i]) for i in missing[:3])
+        hint = "Paths in the 'file' column are relative to the CSV's folder; fix them"
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(files)} files {source} do not exist, for example "
+            f"{shown}. {hint if from_csv else 'Fix or delete the broken links'}, or pass "
+            "on_error='skip' to load the others."
+        )
+    if not skip and special:
+        raise ValueError(
+            f"{len(special)} of the {len(files)} files {source} are not regular files. "
+            f"For example: {special[0][1]} Replace them by image files, or pass "
+            "on_error='skip' to load the others."
+        )
+    return [(i, "missing") for i in missing] + [(i, "not a regular file") for i, _ in special]
 
 
 def _pick_label_column(columns, csv_path):
@@ -174,13 +214,7 @@ def _name_column(columns, label_column):
 
 def _encode_labels(values, names, label_column, csv_path):
     """Turn label strings into ints and ``target_names`` with ``target_names[target]``."""
-    empty = [i for i, v in enumerate(values) if v == ""]
-    if empty:
-        raise ValueError(
-            f"Column {label_column!r} of {csv_path} is empty on {len(empty)} row(s) "
-            f"(first data rows {[i + 2 for i in empty[:5]]} counting the header as 1). "
-            "Fill or drop them."
-        )
+    _check_empty(values, label_column, csv_path)
     try:
         ints = np.array([int(v) for v in values], dtype=np.int64)
     except ValueError:
@@ -211,29 +245,41 @@ def load_image_folder(
     crop=None,
     image_size=64,
     on_error="raise",
+    max_pixels=None,
+    allow_outside=False,
+    encoding="utf-8",
     n_jobs=None,
     return_X_y=False,
     verbose=1,
 ):
     """Load a folder of galaxy cutouts (JPEG/PNG, FITS with astropy), framed like a catalogue.
 
-    Each image is decoded, converted to RGB and framed as soon as it is read
-    (centre-crop ``crop`` pixels, then an anti-aliased resize to ``image_size``, the
-    framing of :func:`load_galaxy10`), so full-size frames never pile up in memory.
-    Files are read in parallel with joblib threads (Pillow releases the GIL while
-    decoding) behind a progress bar.
+    Each image is decoded, cropped, converted to RGB and resized as soon as it is
+    read (centre-crop ``crop`` pixels, then an anti-aliased resize to ``image_size``,
+    the framing of :func:`load_galaxy10`) and written into the one output array, so
+    full-size frames never pile up in memory. Files are read in parallel with joblib
+    threads (Pillow releases the GIL while decoding) behind a progress bar.
+
+    Pixels are decoded as everywhere in galaxysim (a query image given to the CLI
+    gives the same pixels): 8-bit images as they are, grey/palette/RGBA/CMYK converted
+    to RGB, and 16-bit, 32-bit and float images (and FITS) rescaled from their
+    0.5th-99.5th percentile range to 0-255.
 
     Which images, and their labels:
 
     - With a labels CSV (``labels_csv``, or ``labels.csv`` in the folder when
       present), the CSV's ``file`` column lists the images, relative to the CSV's
-      folder, in CSV order; other images in the folder are ignored. The label
+      folder, in CSV order, each once; other images in the folder are ignored. The
+      listed files must lie inside the CSV's folder or ``path`` once symlinks are
+      followed (no ``../elsewhere/x.png``, absolute paths elsewhere, or links out),
+      unless ``allow_outside=True``. The label
       column is ``label_column``; when omitted it is picked only when unambiguous
       (the CSV has one column besides ``file``, or exactly one whose name looks like a
       label: ``label``, ``class``, ``target``, ``*_label``, ``*_class``, ...).
     - Without a CSV, every JPEG/PNG (and FITS when astropy is installed; otherwise
       FITS files are skipped with a warning) under the folder, subfolders included,
       sorted by relative path; ``target`` and ``target_names`` are then ``None``.
+      Symlinks that lead out of the folder are refused unless ``allow_outside=True``.
 
     Integer labels (>= 0) are kept as they are, and ``target_names[k]`` names label
     ``k``: taken from a companion name column when the CSV has one (``gz1_name`` for
@@ -242,8 +288,10 @@ def load_image_folder(
     sorted unique values.
 
     Broken survey cutouts (a black frame with an error text) are valid images and
-    load like any other. Files that cannot be decoded raise, or with
-    ``on_error="skip"`` are dropped (with their labels) and counted in one warning.
+    load like any other. Files that cannot be read (corrupt or missing files, named
+    pipes or devices, which are never opened, images above ``max_pixels``) raise, or
+    with ``on_error="skip"`` are dropped (with their labels) and counted in one
+    warning.
 
     Parameters
     ----------
@@ -263,7 +311,21 @@ def load_image_folder(
         then have the same size). Non-square frames are stretched to a square when
         ``crop=None``.
     on_error : {"raise", "skip"}, default="raise"
-        What to do with files that cannot be read (corrupt or missing).
+        What to do with files that cannot be read (corrupt, missing, not regular
+        files, too large).
+    max_pixels : int or None, default=None
+        Largest image read, in pixels (width x height), checked from each file's
+        header before decoding as a guard against decompression bombs. ``None`` uses
+        twice ``PIL.Image.MAX_IMAGE_PIXELS``, the size Pillow refuses (178,956,970
+        pixels unless your program changed it); pass a larger number to read larger
+        images you trust. Pillow's global setting is never changed.
+    allow_outside : bool, default=False
+        Let the labels CSV name files outside its folder and ``path`` (and the folder
+        hold symlinks to files elsewhere). Only for CSVs you trust: a CSV from
+        elsewhere could otherwise read any image on the machine.
+    encoding : str, default="utf-8"
+        Text encoding of the labels CSV (a UTF-8 byte-order mark is skipped), for
+        example ``"latin-1"`` or ``"cp1252"`` for files saved by older spreadsheets.
     n_jobs : int, default=None
         Threads reading and framing files, with :class:`joblib.Parallel`'s meaning
         (the files are read in a ``joblib.Parallel`` that prefers threads): ``None``
@@ -294,9 +356,11 @@ def load_image_folder(
         ``path`` is a file.
     ValueError
         No images found; a CSV without a ``file`` or the named label column (the
-        message lists the columns); a corrupt image (the message names it) with
-        ``on_error="raise"``; a crop larger than an image; images of different sizes
-        with ``image_size=None``.
+        message lists the columns), naming a file twice (with the rows), naming files
+        outside its folder, or not in ``encoding``; a CSV that is not a regular file;
+        with ``on_error="raise"``, a corrupt image, one above ``max_pixels`` or one
+        that is not a regular file (the message names it); a crop larger than an
+        image; images of different sizes with ``image_size=None``.
 
     See Also
     --------
@@ -323,11 +387,13 @@ def load_image_folder(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}.")
-    for name, value in (("crop", crop), ("image_size", image_size)):
+    for name, value in (("crop", crop), ("image_size", image_size), ("max_pixels", max_pixels)):
         if value is not None and (
             not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
         ):
             raise ValueError(f"{name} must be a positive int or None; got {value!r}.")
+    if not isinstance(allow_outside, bool | np.bool_):
+        raise TypeError(f"allow_outside must be True or False; got {allow_outside!r}.")
     folder = Path(path).expanduser().absolute()
     if not folder.exists():
         raise FileNotFoundError(f"Image folder not found: {folder}.")
@@ -337,14 +403,16 @@ def load_image_folder(
             "load_galaxy10."
         )
 
-    if labels_csv is None and (folder / "labels.csv").is_file():
+    if labels_csv is None and (folder / "labels.csv").exists():
         labels_csv = folder / "labels.csv"
     target = target_names = None
-    if labels_csv is not None and labels_csv is not False:
+    skip = on_error == "skip"
+    from_csv = labels_csv is not None and labels_csv is not False
+    if from_csv:
         csv_path = Path(labels_csv).expanduser().absolute()
-        if not csv_path.is_file():
+        if not csv_path.exists():
             raise FileNotFoundError(f"Labels CSV not found: {csv_path}.")
-        columns, rows = _read_csv(csv_path)
+        columns, rows = _read_csv(csv_path, encoding)
         if label_column is None:
             label_column = _pick_label_column(columns, csv_path)
         elif label_column not in columns:
@@ -352,7 +420,16 @@ def load_image_folder(
                 f"The labels CSV {csv_path} has no column {label_column!r}; columns found: "
                 f"{columns}."
             )
-        files = [csv_path.parent / r["file"] for r in rows]
+        entries = [r["file"] for r in rows]
+        _check_empty(entries, "file", csv_path)
+        files = [csv_path.parent / e for e in entries]
+        resolved = [f.resolve() for f in files]
+        _check_duplicates(entries, resolved, csv_path)
+        source = f"named in {csv_path}"
+        if not allow_outside:
+            roots = list(dict.fromkeys([csv_path.parent.resolve(), folder.resolve()]))
+            rule = "A labels CSV may name only images inside its folder or the image folder"
+            _check_inside(entries, resolved, roots, source, rule)
         if label_column is not None:
             values = [r.get(label_column, "") for r in rows]
             name_col = _name_column(columns, label_column)
@@ -364,44 +441,49 @@ def load_image_folder(
         if not files:
             raise ValueError(
                 f"No images found in {folder} (searched subfolders too for "
-                f"{', '.join(_IMAGE_EXTS)}{', FITS' if _has_astropy() else ''})."
+                f"{', '.join(_IMAGE_EXTS)}{', FITS' if _imread._has_astropy() else ''})."
             )
+        source = f"in {folder}"
+        if not allow_outside:
+            entries = [f.relative_to(folder).as_posix() for f in files]
+            rule = "Symlinks in the folder may point only to files inside it"
+            _check_inside(entries, [f.resolve() for f in files], [folder.resolve()], source, rule)
 
-    skip = on_error == "skip"
-    keep = np.ones(len(files), dtype=bool)
-    missing = [i for i, p in enumerate(files) if not p.is_file()]
-    problems = []
-    if missing:
-        shown = ", ".join(str(files[i]) for i in missing[:3])
-        if not skip:
-            raise FileNotFoundError(
-                f"{len(missing)} of the {len(files)} files named in {csv_path} do not exist, "
-                f"for example {shown}. Paths in the 'file' column are relative to the CSV's "
-                "folder; fix them, or pass on_error='skip' to load the others."
-            )
-        keep[missing] = False
-        problems += [f"{files[i]} (missing)" for i in missing]
-
-    todo = [i for i in range(len(files)) if keep[i]]
+    unreadable = _check_regular(files, skip, source, from_csv=from_csv)
+    problems = [f"{files[i]} ({why})" for i, why in unreadable]
+    todo = sorted(set(range(len(files))) - {i for i, _ in unreadable})
     batches = [todo[s : s + _BATCH] for s in range(0, len(todo), _BATCH)]
-    results = [None] * len(files)
     n_threads = effective_n_jobs(n_jobs)
-    tasks = (delayed(_load_batch)([files[i] for i in b], crop, image_size, skip) for b in batches)
+    tasks = (
+        delayed(_load_batch)([files[i] for i in b], crop, image_size, max_pixels, skip)
+        for b in batches
+    )
+    # Framed images go straight into one array, allocated at the first image (all
+    # share its shape, else the "different sizes" error below): no list, no np.stack.
+    images = None
+    loaded = []  # indices of the files in `images`, in order
+    shapes = {}  # framed shape -> [count, first file]
     with progress(total=len(todo), desc="Loading images", verbose=verbose, unit="img") as bar:
         try:
             # Threads: decoding in Pillow releases the GIL; results come back in order.
             out = Parallel(n_jobs=n_threads, prefer="threads", return_as="generator")(tasks)
             for b, arrays in zip(batches, out, strict=True):
                 for i, a in zip(b, arrays, strict=True):
-                    results[i] = a
+                    if isinstance(a, ImageReadError):
+                        problems.append(f"{files[i]} ({a.reason})")
+                        continue
+                    shapes.setdefault(a.shape, [0, files[i]])[0] += 1
+                    if images is None:
+                        images = np.empty((len(todo), *a.shape), dtype=np.uint8)
+                    if a.shape == images.shape[1:]:
+                        images[len(loaded)] = a
+                        loaded.append(i)
                 bar.update(len(b))
-        except _ImageReadError as exc:
-            raise ValueError(str(exc)) from exc.__cause__
+        except ImageReadError as exc:
+            raise ValueError(
+                f"{exc} Or pass on_error='skip' to load the other images."
+            ) from exc.__cause__
 
-    for i in todo:
-        if isinstance(results[i], _ImageReadError):
-            keep[i] = False
-            problems.append(f"{files[i]} ({results[i].__cause__ or results[i]})")
     if problems:
         warnings.warn(
             f"Skipped {len(problems)} of {len(files)} files that could not be read, for "
@@ -409,27 +491,25 @@ def load_image_folder(
             UserWarning,
             stacklevel=2,
         )
-    idx = np.flatnonzero(keep)
-    if len(idx) == 0:
+    if not loaded:
         raise ValueError(f"None of the {len(files)} images in {folder} could be read.")
-
-    shapes = {}
-    for i in idx:
-        shapes.setdefault(results[i].shape, []).append(files[i])
     if len(shapes) > 1:
         desc = "; ".join(
-            f"{'x'.join(map(str, s[:2]))}: {len(v)} (e.g. {v[0].name})"
-            for s, v in list(shapes.items())[:4]
+            f"{'x'.join(map(str, s[:2]))}: {n} (e.g. {first.name})"
+            for s, (n, first) in list(shapes.items())[:4]
         )
         raise ValueError(
             f"The images have different sizes after framing ({desc}). Pass crop= and/or "
             "image_size= to bring them to one size."
         )
-    images = np.stack([results[i] for i in idx])
-    del results
+    if len(loaded) < len(images):  # skipped files: give back the unused tail
+        try:
+            images.resize((len(loaded), *images.shape[1:]))
+        except ValueError:  # another reference to the array (a debugger): copy instead
+            images = images[: len(loaded)].copy()
     if target is not None:
-        target = target[idx]
-    filenames = np.array([str(files[i]) for i in idx])
+        target = target[loaded]
+    filenames = np.array([str(files[i]) for i in loaded])
 
     if return_X_y:
         return images, target

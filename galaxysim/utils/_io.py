@@ -188,3 +188,68 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def check_regular_file(path, what="File"):
+    """Return ``path`` as a ``Path`` if it names a regular file (symlinks followed), else raise.
+
+    Checked with :func:`os.stat` before anything opens the path: opening a named pipe
+    (FIFO) for reading blocks until some other process writes to it, and a device or
+    socket is not a data file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The path to check.
+    what : str, default="File"
+        What the file is, starting the error messages ("Labels CSV", "Query image").
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing is there (or a symlink points nowhere).
+    IsADirectoryError
+        ``path`` is a folder.
+    ValueError
+        ``path`` is a named pipe, socket or device.
+    OSError
+        ``path`` cannot be examined (no permission, a symlink loop).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> os.mkfifo(os.path.join(d, "pipe.png"))
+    >>> check_regular_file(os.path.join(d, "pipe.png"), "Query image")
+    Traceback (most recent call last):
+    ...
+    ValueError: Query image .../pipe.png is a named pipe (FIFO), not a regular file; reading it could block forever. Pass the path of a file on disk.
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist.") from None
+    if stat.S_ISREG(mode):
+        return path
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file.")
+    kind = (
+        "named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "socket"
+        if stat.S_ISSOCK(mode)
+        else "device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "special file"
+    )
+    raise ValueError(
+        f"{what} {path} is a {kind}, not a regular file; reading it could block forever. "
+        "Pass the path of a file on disk."
+    )

