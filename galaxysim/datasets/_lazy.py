@@ -16,15 +16,7 @@ import h5py
 import numpy as np
 from sklearn.utils import Bunch
 
-from galaxysim.datasets._folder import (
-    _encode_labels,
-    _find_images,
-    _ImageReadError,
-    _load_one,
-    _name_column,
-    _pick_label_column,
-    _read_csv,
-)
+from galaxysim.datasets._folder import _folder_catalogue, _load_one
 from galaxysim.datasets._galaxy10 import (
     _COLUMNS,
     _check_column,
@@ -43,6 +35,7 @@ from galaxysim.datasets._galaxy10 import (
     _to_uint8,
 )
 from galaxysim.utils._image import frame_images
+from galaxysim.utils._imread import ImageReadError, ImageTooLargeError
 from galaxysim.utils._io import check_regular_file
 from galaxysim.utils._optional import import_optional
 
@@ -172,33 +165,41 @@ class _ZarrReader(_ArrayReader):
 
 
 class _FolderReader:
-    """Decodes and frames the image files of one block."""
+    """Decodes and frames the image files of one block, with :func:`load_image_folder`'s
+    reader (``max_pixels`` its guard against decompression bombs)."""
 
-    def __init__(self, folder, crop, image_size, shape):
+    def __init__(self, folder, crop, image_size, shape, max_pixels):
         self.folder = str(folder)
         self.crop = crop
         self.image_size = image_size
         self.shape = tuple(shape)
+        self.max_pixels = max_pixels
 
     def __dask_tokenize__(self):
-        return (type(self).__name__, self.folder, self.crop, self.image_size, self.shape)
+        return (
+            type(self).__name__, self.folder, self.crop, self.image_size, self.shape,
+            self.max_pixels,
+        )  # fmt: skip
 
     def __call__(self, rows, paths):
         out = np.empty((len(rows), *self.shape), dtype=np.uint8)
         where = f"block of catalogue images {rows[0]} to {rows[-1]}" if len(rows) else ""
         for i, (row, path) in enumerate(zip(rows.tolist(), paths.tolist(), strict=True)):
             try:
-                img = _load_one(Path(path), self.crop, self.image_size)
-            except _ImageReadError as exc:
-                cause = exc.__cause__ or exc
+                img = _load_one(Path(path), self.crop, self.image_size, self.max_pixels)
+            except ImageReadError as exc:
+                hint = (
+                    " If you trust it, pass a larger max_pixels=."
+                    if isinstance(exc, ImageTooLargeError)
+                    else ""
+                )
                 raise ValueError(
                     f"Cannot read image {path} (catalogue image {row}, in the {where}): "
-                    f"the file is missing, corrupt, truncated or not an image "
-                    f"({type(cause).__name__}: {cause}). Replace or delete it (and its row "
-                    "of the labels CSV)."
-                ) from exc.__cause__
-            except ValueError as exc:  # a crop larger than this image
-                raise ValueError(f"{exc} (catalogue image {row}, in the {where})") from None
+                    f"{exc.reason}. Replace or delete it (and its row of the labels CSV)."
+                    f"{hint}"
+                ) from exc
+            except (OSError, ValueError) as exc:  # gone or replaced since opening; a crop
+                raise type(exc)(f"{exc} (catalogue image {row}, in the {where})") from None
             if img.shape != self.shape:
                 raise ValueError(
                     f"Image {path} (catalogue image {row}, in the {where}) is "
@@ -282,53 +283,18 @@ def _zarr_source(path, crop, image_size, block_size, label_column):
     return reader, n, block, labels, target, target_names, columns
 
 
-def _folder_source(folder, labels_csv, label_column, crop, image_size):
-    """Files, names relative to the folder, labels and the framed shape of a folder."""
-    if labels_csv is None and (folder / "labels.csv").is_file():
-        labels_csv = folder / "labels.csv"
-    target = target_names = None
-    if labels_csv is not None and labels_csv is not False:
-        csv_path = Path(labels_csv).expanduser().absolute()
-        if not csv_path.is_file():
-            raise FileNotFoundError(f"Labels CSV not found: {csv_path}.")
-        columns, rows = _read_csv(csv_path)
-        if label_column is None:
-            label_column = _pick_label_column(columns, csv_path)
-        elif label_column not in columns:
-            raise ValueError(
-                f"The labels CSV {csv_path} has no column {label_column!r}; columns found: "
-                f"{columns}."
-            )
-        names = [r["file"] for r in rows]
-        files = [csv_path.parent / f for f in names]
-        if label_column is not None:
-            values = [r.get(label_column, "") for r in rows]
-            name_col = _name_column(columns, label_column)
-            class_names = [r.get(name_col, "") for r in rows] if name_col else None
-            target, target_names = _encode_labels(values, class_names, label_column, csv_path)
-        missing = [p for p in files if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} of the {len(files)} files named in {csv_path} do not exist, "
-                f"for example {', '.join(map(str, missing[:3]))}. Paths in the 'file' column "
-                "are relative to the CSV's folder; fix them or drop their rows."
-            )
-    else:
-        label_column = None
-        files = _find_images(folder)
-        if not files:
-            raise ValueError(f"No images found in {folder} (subfolders searched too).")
-        names = [p.relative_to(folder).as_posix() for p in files]
+def _folder_source(folder, labels_csv, label_column, crop, image_size, max_pixels, **rules):
+    """The files and labels of a folder, taken by :func:`load_image_folder`'s own
+    function (every CSV rule, confinement, encoding, missing and special files), and
+    the framed shape."""
+    cat = _folder_catalogue(folder, labels_csv, label_column, skip=None, **rules)
     if image_size is not None:
         shape = (image_size, image_size, 3)
     elif crop is not None:
         shape = (crop, crop, 3)
     else:  # the whole frame, unresized: the first image sets the catalogue's size
-        try:
-            shape = _load_one(files[0], None, None).shape
-        except _ImageReadError as exc:
-            raise ValueError(str(exc)) from exc.__cause__
-    return files, names, label_column, target, target_names, shape
+        shape = _load_one(cat.files[0], None, None, max_pixels).shape
+    return cat, shape
 
 
 def _check_block_size(block_size):
@@ -349,6 +315,9 @@ def open_catalogue(
     block_size=1024,
     labels_csv=None,
     label_column=None,
+    max_pixels=None,
+    allow_outside=False,
+    encoding="utf-8",
 ):
     """Open a catalogue lazily: framed images as a Dask array, labels and identifiers.
 
@@ -377,8 +346,11 @@ def open_catalogue(
       ``images`` array, optional ``labels`` (class codes, checked as those of an HDF5
       file, named by the group's ``target_names`` attribute when set, else ``str(k)``)
       and the same optional columns, checked the same way.
-    - a folder of cutouts (JPEG/PNG, FITS with astropy), with labels from a CSV as in
-      :func:`load_image_folder`; each block decodes its own files.
+    - a folder of cutouts (JPEG/PNG, FITS with astropy), with labels from a CSV, both
+      taken and checked by :func:`load_image_folder`'s own rules (each file listed
+      once, inside the folder unless ``allow_outside``, the CSV in ``encoding``, no
+      missing file, named pipe or device); each block decodes its own files with the
+      same reader.
 
     Parameters
     ----------
@@ -401,6 +373,14 @@ def open_catalogue(
     label_column : str, default=None
         Column of the labels CSV (folders), or name of the label array (HDF5 and Zarr;
         default ``ans`` for HDF5, ``labels`` for Zarr, when present).
+    max_pixels : int or None, default=None
+        Folders only: largest image read, in pixels, as in :func:`load_image_folder`
+        (a guard against decompression bombs; ``None``: twice Pillow's limit).
+    allow_outside : bool, default=False
+        Folders only: let the labels CSV name files outside its folder and ``path``
+        (and the folder hold symlinks out), as in :func:`load_image_folder`.
+    encoding : str, default="utf-8"
+        Folders only: text encoding of the labels CSV, as in :func:`load_image_folder`.
 
     Returns
     -------
@@ -463,6 +443,7 @@ def open_catalogue(
     if crop != "auto":
         crop = _check_size(crop, "crop")
     image_size = _check_size(image_size, "image_size")
+    max_pixels = _check_size(max_pixels, "max_pixels")
     block_size = _check_block_size(block_size)
     source = Path(path).expanduser().absolute()
     if not source.exists():
@@ -472,13 +453,21 @@ def open_catalogue(
     if source.is_dir() and not _is_zarr(source):
         kind = "folder"
         crop = None if crop == "auto" else crop
-        files, names, label_column, target, target_names, shape = _folder_source(
-            source, labels_csv, label_column, crop, image_size
+        cat, shape = _folder_source(
+            source,
+            labels_csv,
+            label_column,
+            crop,
+            image_size,
+            max_pixels,
+            allow_outside=allow_outside,
+            encoding=encoding,
         )
-        n, block = len(files), block_size
-        reader = _FolderReader(source, crop, image_size, shape)
-        columns["file"] = np.array(names)
-        paths = da.from_array(np.array([str(p) for p in files]), chunks=block)
+        label_column, target, target_names = cat.label_column, cat.target, cat.target_names
+        n, block = len(cat.files), block_size
+        reader = _FolderReader(source, crop, image_size, shape, max_pixels)
+        columns["file"] = np.array(cat.names)
+        paths = da.from_array(np.array([str(p) for p in cat.files]), chunks=block)
     else:
         kind = "zarr" if source.is_dir() else "hdf5"
         if kind == "hdf5":
@@ -491,6 +480,20 @@ def open_catalogue(
             raise ValueError(
                 f"labels_csv is for folders of images; {source} holds its labels itself "
                 "(pass label_column= to pick the array)."
+            )
+        given = [
+            k
+            for k, v, default in (
+                ("max_pixels", max_pixels, None),
+                ("allow_outside", allow_outside, False),
+                ("encoding", encoding, "utf-8"),
+            )
+            if v != default
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for folders of "
+                f"images; {source} is {'an HDF5 file' if kind == 'hdf5' else 'a Zarr store'}."
             )
         crop = (64 if kind == "hdf5" else None) if crop == "auto" else crop
         opener = _hdf5_source if kind == "hdf5" else _zarr_source

@@ -408,3 +408,90 @@ def test_zarr_float_images_are_scaled_alike_in_every_block(tmp_path):
     g.create_array("images", data=images, chunks=(2, 8, 8, 3))
     data = open_catalogue(tmp_path / "f.zarr", image_size=None, block_size=2)
     np.testing.assert_array_equal(data.images.compute(), images.astype(np.uint8))
+
+
+def _bad_folder(tmp_path, kind):
+    """A folder that load_image_folder refuses, for each fault of the CSV or the files."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)).save(data / name)
+    rows = [["a.png", "spiral"], ["b.png", "elliptical"]]
+    if kind == "duplicate-names":
+        rows.append(["./a.png", "spiral"])
+    elif kind == "path-outside":
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "secret.png")
+        rows.append(["../secret.png", "spiral"])
+    elif kind == "symlink-outside":
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "secret.png")
+        (data / "c.png").symlink_to(tmp_path / "secret.png")
+        rows.append(["c.png", "spiral"])
+    elif kind == "missing-file":
+        rows.append(["gone.png", "spiral"])
+    elif kind == "fifo-named":
+        os.mkfifo(data / "pipe.png")
+        rows.append(["pipe.png", "spiral"])
+    elif kind == "empty-file-cell":
+        rows.append(["", "spiral"])
+    if kind == "fifo-csv":
+        os.mkfifo(data / "labels.csv")
+        return data
+    text = "".join(f"{f},{label}\n" for f, label in [["file", "label"], *rows])
+    if kind == "latin-1":
+        text = text.replace("spiral", "spirale barrée")
+    (data / "labels.csv").write_bytes(text.encode("latin-1" if kind == "latin-1" else "utf-8"))
+    return data
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "duplicate-names",
+        "path-outside",
+        "symlink-outside",
+        "missing-file",
+        "fifo-named",
+        "fifo-csv",
+        "empty-file-cell",
+        "latin-1",
+    ],
+)
+def test_folder_refused_as_load_image_folder_refuses_it(tmp_path, kind):
+    data = _bad_folder(tmp_path, kind)
+    with pytest.raises(Exception) as eager:
+        load_image_folder(data, verbose=0)
+    with pytest.raises(type(eager.value)) as lazy:
+        open_catalogue(data)
+    # the same message, less the hint to pass on_error='skip' (open_catalogue has none)
+    assert str(lazy.value) == str(eager.value).replace(
+        ", or pass on_error='skip' to load the others", ""
+    )
+    assert "on_error" not in str(lazy.value)
+
+
+def test_folder_options_are_load_image_folders(tmp_path):
+    data = _bad_folder(tmp_path, "latin-1")
+    lazy = open_catalogue(data, encoding="latin-1", image_size=None)
+    ref = load_image_folder(data, encoding="latin-1", image_size=None, verbose=0)
+    assert (
+        lazy.target_names.tolist() == ref.target_names.tolist() == ["elliptical", "spirale barrée"]
+    )
+    np.testing.assert_array_equal(lazy.images.compute(), ref.images)
+    (tmp_path / "x").mkdir()
+    data = _bad_folder(tmp_path / "x", "path-outside")
+    lazy = open_catalogue(data, allow_outside=True)
+    assert lazy.file.tolist() == ["a.png", "b.png", "../secret.png"]
+    np.testing.assert_array_equal(
+        lazy.images.compute(), load_image_folder(data, allow_outside=True, verbose=0).images
+    )
+    # the decompression-bomb guard of the one image reader, per block
+    lazy = open_catalogue(data, allow_outside=True, max_pixels=1000, block_size=2)
+    with pytest.raises(
+        ValueError,
+        match=r"a\.png \(catalogue image 0, in the block of catalogue images 0 to 1\)"
+        r": 40x40 pixels, more than the 1,000 pixels accepted.*larger max_pixels=",
+    ):
+        lazy.images.blocks[0].compute()
+    with pytest.raises(ValueError, match="max_pixels, encoding are for folders of images"):
+        open_catalogue(_bad_h5(tmp_path, "none"), max_pixels=10, encoding="latin-1")
