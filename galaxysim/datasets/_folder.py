@@ -2,6 +2,7 @@
 
 import codecs
 import csv
+import dataclasses
 import numbers
 import re
 import warnings
@@ -162,7 +163,10 @@ def _check_inside(names, resolved, roots, where, rule):
 
 
 def _check_regular(files, skip, source, from_csv):
-    """Indices of files that are missing or not regular files, and why (or raise)."""
+    """Indices of files that are missing or not regular files, and why (or raise).
+
+    ``skip=None``: raise, for a caller without ``on_error`` (no hint to pass it).
+    """
     missing, special = [], []
     for i, p in enumerate(files):
         try:
@@ -171,19 +175,18 @@ def _check_regular(files, skip, source, from_csv):
             missing.append(i)
         except (IsADirectoryError, ValueError) as exc:
             special.append((i, exc))
+    or_skip = "" if skip is None else ", or pass on_error='skip' to load the others"
     if not skip and missing:
         shown = ", ".join(str(files[i]) for i in missing[:3])
         hint = "Paths in the 'file' column are relative to the CSV's folder; fix them"
         raise FileNotFoundError(
             f"{len(missing)} of the {len(files)} files {source} do not exist, for example "
-            f"{shown}. {hint if from_csv else 'Fix or delete the broken links'}, or pass "
-            "on_error='skip' to load the others."
+            f"{shown}. {hint if from_csv else 'Fix or delete the broken links'}{or_skip}."
         )
     if not skip and special:
         raise ValueError(
             f"{len(special)} of the {len(files)} files {source} are not regular files. "
-            f"For example: {special[0][1]} Replace them by image files, or pass "
-            "on_error='skip' to load the others."
+            f"For example: {special[0][1]} Replace them by image files{or_skip}."
         )
     return [(i, "missing") for i in missing] + [(i, "not a regular file") for i, _ in special]
 
@@ -235,6 +238,90 @@ def _encode_labels(values, names, label_column, csv_path):
         return target.astype(np.int64), np.array([str(u) for u in uniques])
     uniques, target = np.unique(np.array(values), return_inverse=True)
     return target.astype(np.int64), uniques
+
+
+@dataclasses.dataclass(frozen=True)
+class _FolderCatalogue:
+    """The images of a folder catalogue and their labels, every rule checked."""
+
+    files: list  # paths of the images, in catalogue order
+    names: list  # each as the CSV names it, or relative to the folder
+    source: str  # "named in <csv>" or "in <folder>", for messages
+    label_column: str | None
+    target: np.ndarray | None  # int64 codes, None without labels
+    target_names: np.ndarray | None
+    unreadable: list  # (index, why) of missing or special files, with skip=True
+
+
+def _folder_catalogue(folder, labels_csv, label_column, *, allow_outside, encoding, skip):
+    """Which images the folder ``folder`` holds and their labels, as
+    :func:`load_image_folder` and the lazy folder catalogues both take them.
+
+    With a labels CSV (``labels_csv``, or ``<folder>/labels.csv``): its ``file`` column
+    in CSV order, no empty cell, no file twice, every file inside the CSV's folder or
+    ``folder`` (symlinks followed) unless ``allow_outside``, the CSV read in
+    ``encoding``, the label column picked or checked and the labels encoded. Without:
+    every image under ``folder``, sorted, no symlink out unless ``allow_outside``.
+    Then files that are missing or not regular files raise, or with ``skip`` are
+    listed in ``unreadable`` (``skip=None``: raise, without suggesting ``on_error``).
+    """
+    if not isinstance(allow_outside, bool | np.bool_):
+        raise TypeError(f"allow_outside must be True or False; got {allow_outside!r}.")
+    if labels_csv is None and (folder / "labels.csv").exists():
+        labels_csv = folder / "labels.csv"
+    target = target_names = None
+    from_csv = labels_csv is not None and labels_csv is not False
+    if from_csv:
+        csv_path = Path(labels_csv).expanduser().absolute()
+        if not csv_path.exists():
+            raise FileNotFoundError(f"Labels CSV not found: {csv_path}.")
+        columns, rows = _read_csv(csv_path, encoding)
+        if label_column is None:
+            label_column = _pick_label_column(columns, csv_path)
+        elif label_column not in columns:
+            raise ValueError(
+                f"The labels CSV {csv_path} has no column {label_column!r}; columns found: "
+                f"{columns}."
+            )
+        entries = [r["file"] for r in rows]
+        _check_empty(entries, "file", csv_path)
+        files = [csv_path.parent / e for e in entries]
+        resolved = [f.resolve() for f in files]
+        _check_duplicates(entries, resolved, csv_path)
+        source = f"named in {csv_path}"
+        if not allow_outside:
+            roots = list(dict.fromkeys([csv_path.parent.resolve(), folder.resolve()]))
+            rule = "A labels CSV may name only images inside its folder or the image folder"
+            _check_inside(entries, resolved, roots, source, rule)
+        if label_column is not None:
+            values = [r.get(label_column, "") for r in rows]
+            name_col = _name_column(columns, label_column)
+            names = [r.get(name_col, "") for r in rows] if name_col else None
+            target, target_names = _encode_labels(values, names, label_column, csv_path)
+    else:
+        label_column = None
+        files = _find_images(folder)
+        if not files:
+            raise ValueError(
+                f"No images found in {folder} (searched subfolders too for "
+                f"{', '.join(_IMAGE_EXTS)}{', FITS' if _imread._has_astropy() else ''})."
+            )
+        source = f"in {folder}"
+        entries = [f.relative_to(folder).as_posix() for f in files]
+        if not allow_outside:
+            rule = "Symlinks in the folder may point only to files inside it"
+            _check_inside(entries, [f.resolve() for f in files], [folder.resolve()], source, rule)
+
+    unreadable = _check_regular(files, skip, source, from_csv=from_csv)
+    return _FolderCatalogue(
+        files=files,
+        names=entries,
+        source=source,
+        label_column=label_column,
+        target=target,
+        target_names=target_names,
+        unreadable=unreadable,
+    )
 
 
 def load_image_folder(
@@ -392,8 +479,6 @@ def load_image_folder(
             not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1
         ):
             raise ValueError(f"{name} must be a positive int or None; got {value!r}.")
-    if not isinstance(allow_outside, bool | np.bool_):
-        raise TypeError(f"allow_outside must be True or False; got {allow_outside!r}.")
     folder = Path(path).expanduser().absolute()
     if not folder.exists():
         raise FileNotFoundError(f"Image folder not found: {folder}.")
@@ -403,55 +488,15 @@ def load_image_folder(
             "load_galaxy10."
         )
 
-    if labels_csv is None and (folder / "labels.csv").exists():
-        labels_csv = folder / "labels.csv"
-    target = target_names = None
     skip = on_error == "skip"
-    from_csv = labels_csv is not None and labels_csv is not False
-    if from_csv:
-        csv_path = Path(labels_csv).expanduser().absolute()
-        if not csv_path.exists():
-            raise FileNotFoundError(f"Labels CSV not found: {csv_path}.")
-        columns, rows = _read_csv(csv_path, encoding)
-        if label_column is None:
-            label_column = _pick_label_column(columns, csv_path)
-        elif label_column not in columns:
-            raise ValueError(
-                f"The labels CSV {csv_path} has no column {label_column!r}; columns found: "
-                f"{columns}."
-            )
-        entries = [r["file"] for r in rows]
-        _check_empty(entries, "file", csv_path)
-        files = [csv_path.parent / e for e in entries]
-        resolved = [f.resolve() for f in files]
-        _check_duplicates(entries, resolved, csv_path)
-        source = f"named in {csv_path}"
-        if not allow_outside:
-            roots = list(dict.fromkeys([csv_path.parent.resolve(), folder.resolve()]))
-            rule = "A labels CSV may name only images inside its folder or the image folder"
-            _check_inside(entries, resolved, roots, source, rule)
-        if label_column is not None:
-            values = [r.get(label_column, "") for r in rows]
-            name_col = _name_column(columns, label_column)
-            names = [r.get(name_col, "") for r in rows] if name_col else None
-            target, target_names = _encode_labels(values, names, label_column, csv_path)
-    else:
-        label_column = None
-        files = _find_images(folder)
-        if not files:
-            raise ValueError(
-                f"No images found in {folder} (searched subfolders too for "
-                f"{', '.join(_IMAGE_EXTS)}{', FITS' if _imread._has_astropy() else ''})."
-            )
-        source = f"in {folder}"
-        if not allow_outside:
-            entries = [f.relative_to(folder).as_posix() for f in files]
-            rule = "Symlinks in the folder may point only to files inside it"
-            _check_inside(entries, [f.resolve() for f in files], [folder.resolve()], source, rule)
-
-    unreadable = _check_regular(files, skip, source, from_csv=from_csv)
-    problems = [f"{files[i]} ({why})" for i, why in unreadable]
-    todo = sorted(set(range(len(files))) - {i for i, _ in unreadable})
+    cat = _folder_catalogue(
+        folder, labels_csv, label_column, allow_outside=allow_outside, encoding=encoding, skip=skip
+    )
+    files, label_column, target, target_names = (
+        cat.files, cat.label_column, cat.target, cat.target_names
+    )  # fmt: skip
+    problems = [f"{files[i]} ({why})" for i, why in cat.unreadable]
+    todo = sorted(set(range(len(files))) - {i for i, _ in cat.unreadable})
     batches = [todo[s : s + _BATCH] for s in range(0, len(todo), _BATCH)]
     n_threads = effective_n_jobs(n_jobs)
     tasks = (

@@ -1,6 +1,7 @@
 """Galaxy10 DECaLS / SDSS HDF5 loader: chunked reading, framing and an on-disk cache."""
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import numbers
@@ -336,66 +337,126 @@ def _read_problem(d, exc):
     return f"the file is truncated or corrupt ({exc}). Delete it and download it again."
 
 
-def _datasets(files, path):
-    f = files.open(path, "The Galaxy10 file")
-    images = _dataset(files, path, "images", required=True)
-    ans = _dataset(files, path, "ans", required=True)
-    missing = [k for k, d in (("images", images), ("ans", ans)) if d is None]
-    if missing:
-        raise _MissingDatasetError(
-            f"{path} has no {' or '.join(repr(k) for k in missing)} dataset; keys found: "
-            f"{sorted(f.keys())}. A Galaxy10 file (DECaLS or SDSS) holds 'images' "
-            "(n, height, width, 3) and 'ans' (n,)."
+def _missing_error(path, missing, keys, labels="ans"):
+    """The error for a file or store without ``images`` or its labels (keys listed)."""
+    what = " or ".join(repr(k) for k in missing)
+    if labels == "ans":
+        hint = (
+            "A Galaxy10 file (DECaLS or SDSS) holds 'images' (n, height, width, 3) and 'ans' (n,)."
         )
-    if images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
+    else:
+        hint = (
+            f"A catalogue holds 'images' (n, height, width, 3) and, for labels, {labels!r} "
+            "(n,) class codes; pass label_column= the name of the array holding them."
+        )
+    return _MissingDatasetError(
+        f"{path} has no {what} {'dataset' if len(missing) == 1 else 'datasets'}; keys found: "
+        f"{sorted(keys)}. {hint}"
+    )
+
+
+def _check_image_array(shape, dtype, path):
+    """``images`` must be ``(n, height, width, 3)`` numbers (HDF5 dataset or Zarr array)."""
+    if len(shape) != 4 or shape[-1] != 3 or 0 in shape:
         raise ValueError(
-            f"{path}: 'images' has shape {images.shape}; expected (n_samples, height, width, 3) "
+            f"{path}: 'images' has shape {tuple(shape)}; expected (n_samples, height, width, 3) "
             "RGB images as in Galaxy10 DECaLS (17736, 256, 256, 3) or SDSS (21785, 69, 69, 3)."
         )
-    if images.dtype.kind not in "uif" or images.dtype.itemsize > 8:
+    if dtype.kind not in "uif" or dtype.itemsize > 8:
         raise ValueError(
-            f"{path}: 'images' has dtype {images.dtype}; expected uint8 (Galaxy10), or "
+            f"{path}: 'images' has dtype {dtype}; expected uint8 (Galaxy10), or "
             "integers 0-255, or floats in [0, 1] or 0-255."
         )
-    if ans.shape != (images.shape[0],):
+
+
+def _check_label_shape(shape, n, path, name="ans"):
+    if tuple(shape) != (n,):
         raise ValueError(
-            f"{path}: 'ans' has shape {ans.shape} but 'images' holds {images.shape[0]} images; "
+            f"{path}: {name!r} has shape {tuple(shape)} but 'images' holds {n} images; "
             "expected one label per image."
         )
+
+
+def _check_column(shape, dtype, path, name, n):
+    """A column (``ra``, ``dec``, ...) must hold one number per image."""
+    if tuple(shape) != (n,):
+        raise ValueError(
+            f"{path}: the column '{name}' has shape {tuple(shape)} but 'images' holds {n} "
+            f"images; expected one value per image, shape ({n},). Repair or remove '{name}'."
+        )
+    if dtype.kind not in "iuf":
+        raise ValueError(f"{path}: the column '{name}' has dtype {dtype}; expected numbers.")
+
+
+def _crop_window(shape, crop, path):
+    """(top, left, height, width) of the central ``crop`` pixels of images of ``shape``."""
+    h, w = shape[1:3]
+    if crop is None:
+        return (0, 0, h, w)
+    if crop > h or crop > w:
+        raise ValueError(
+            f"crop={crop} is larger than the {h}x{w} images of {path}. "
+            f"Choose crop <= {min(h, w)}, or crop=None to keep the whole frame."
+        )
+    return ((h - crop) // 2, (w - crop) // 2, crop, crop)
+
+
+def _datasets(files, path, labels="ans", labels_required=True):
+    """The checked ``images`` and labels datasets of an HDF5 file (labels None when
+    absent and not required): every link, virtual source and external file leads to
+    data that exists, and shapes and dtypes are those of a catalogue."""
+    f = files.open(path, "The HDF5 file")
+    images = _dataset(files, path, "images", required=True)
+    ans = _dataset(files, path, labels, required=True)
+    missing = [
+        k for k, d, req in (("images", images, True), (labels, ans, labels_required))
+        if d is None and req
+    ]  # fmt: skip
+    if missing:
+        raise _missing_error(path, missing, f.keys(), labels)
+    _check_image_array(images.shape, images.dtype, path)
+    if ans is not None:
+        _check_label_shape(ans.shape, images.shape[0], path, labels)
     return f, images, ans
 
 
-def _class_names(f, ans, path):
-    """The class names the file declares (attribute ``class_names`` of ``ans`` or of
-    the file), else the ten Galaxy10 classes."""
-    for where, attrs in (("'ans'", ans.attrs), ("the file", f.attrs)):
-        if "class_names" not in attrs:
-            continue
-        raw = np.asarray(attrs["class_names"])
-        names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in raw.ravel().tolist()]
-        if raw.ndim != 1 or not names or not all(isinstance(v, str) and v for v in names):
-            raise ValueError(
-                f"{path}: the attribute 'class_names' of {where} is {raw.tolist()!r}; "
-                "expected a "
-                "non-empty list of non-empty strings, the name of class k at position k."
-            )
-        return tuple(names)
-    return GALAXY10_CLASSES
+def _declared_names(raw, where, path, attr="class_names"):
+    """Class names from an attribute (HDF5 ``class_names``, Zarr ``target_names``),
+    checked: a non-empty list of non-empty strings, the name of class k at position k."""
+    raw = np.asarray(raw)
+    names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in raw.ravel().tolist()]
+    if raw.ndim != 1 or not names or not all(isinstance(v, str) and v for v in names):
+        raise ValueError(
+            f"{path}: the attribute '{attr}' of {where} is {raw.tolist()!r}; expected a "
+            "non-empty list of non-empty strings, the name of class k at position k."
+        )
+    return tuple(names)
 
 
-def _check_labels(raw, class_names, path):
-    """``ans`` as int64 class codes 0..K-1, or a clear error quoting bad rows.
+def _class_names(f, ans, path, name="ans"):
+    """The class names the file declares (attribute ``class_names`` of the labels or
+    of the file), else the ten Galaxy10 classes for ``ans`` and None (codes named by
+    their value) for labels under another name."""
+    for where, attrs in ((f"'{name}'", ans.attrs), ("the file", f.attrs)):
+        if "class_names" in attrs:
+            return _declared_names(attrs["class_names"], where, path)
+    return GALAXY10_CLASSES if name == "ans" else None
+
+
+def _check_labels(raw, class_names, path, name="ans", declared="the file's class_names"):
+    """Labels as int64 class codes 0..K-1 (K = ``len(class_names)``; any code >= 0
+    when ``class_names`` is None), or a clear error quoting bad rows.
 
     Digit strings (``b"3"``, as some tools write labels) are parsed as integers.
     """
-    k = len(class_names)
-    codes = f"integer class codes 0-{k - 1}"
-    if raw.dtype.kind in "SUO":
+    k = None if class_names is None else len(class_names)
+    codes = "integer class codes >= 0" if k is None else f"integer class codes 0-{k - 1}"
+    if raw.dtype.kind in "SUOT":  # T: NumPy's variable-width strings (Zarr)
         text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in raw.tolist()]
         bad = [i for i, v in enumerate(text) if not (isinstance(v, str) and _INT.fullmatch(v))]
         if bad:
             raise ValueError(
-                f"{path}: 'ans' holds strings, and {len(bad)} of {len(raw)} are not integers "
+                f"{path}: '{name}' holds strings, and {len(bad)} of {len(raw)} are not integers "
                 f"({_rows(bad)}: {', '.join(repr(text[i]) for i in bad[:_EXAMPLES])}); "
                 f"expected {codes}."
             )
@@ -404,43 +465,87 @@ def _check_labels(raw, class_names, path):
         bad = np.flatnonzero(~np.isfinite(raw) | (raw != np.round(raw)))
         if len(bad):
             raise ValueError(
-                f"{path}: 'ans' holds {len(bad)} of {len(raw)} labels that are not whole "
+                f"{path}: '{name}' holds {len(bad)} of {len(raw)} labels that are not whole "
                 f"numbers ({_rows(bad)}: {', '.join(map(str, raw[bad[:_EXAMPLES]]))}); "
                 f"expected {codes}."
             )
     elif raw.dtype.kind not in "iu":
-        raise ValueError(f"{path}: 'ans' has dtype {raw.dtype}; expected {codes}.")
-    bad = np.flatnonzero((raw < 0) | (raw >= k))
+        raise ValueError(f"{path}: '{name}' has dtype {raw.dtype}; expected {codes}.")
+    bad = np.flatnonzero((raw < 0) | (raw >= (np.inf if k is None else k)))
     if len(bad):
         values = sorted({int(v) for v in raw[bad]})
         shown = ", ".join(map(str, values[:_EXAMPLES])) + (
             ", ..." if len(values) > _EXAMPLES else ""
         )
-        source = f"codes 0-{k - 1}"
-        source = (
-            f"Galaxy10 {source}"
-            if class_names is GALAXY10_CLASSES
-            else f"{source} of the file's class_names"
-        )
+        if k is None:
+            source = "the codes >= 0"
+        elif class_names is GALAXY10_CLASSES:
+            source = f"the Galaxy10 codes 0-{k - 1}"
+        else:
+            source = f"the codes 0-{k - 1} of {declared}"
         raise ValueError(
-            f"{path}: 'ans' holds {len(bad)} of {len(raw)} labels outside the {source} "
+            f"{path}: '{name}' holds {len(bad)} of {len(raw)} labels outside {source} "
             f"(values {shown}; {_rows(bad)}); expected {codes}."
         )
     return raw.astype(np.int64)
+
+
+def _target(raw, class_names, path, name="ans", declared="the file's class_names"):
+    """``(target, target_names)`` of raw labels: checked by :func:`_check_labels`;
+    without declared names, code k is named ``str(k)``."""
+    target = _check_labels(np.asarray(raw), class_names, path, name, declared)
+    if class_names is None:
+        class_names = [str(c) for c in range(int(target.max()) + 1)]
+    return target, np.array(class_names)
 
 
 def _column(files, path, name, n):
     d = _dataset(files, path, name, required=False)
     if d is None:
         return None
-    if d.shape != (n,):
-        raise ValueError(
-            f"{path}: the column '{name}' has shape {d.shape} but 'images' holds {n} images; "
-            f"expected one value per image, shape ({n},). Repair or remove '{name}'."
-        )
-    if d.dtype.kind not in "iuf":
-        raise ValueError(f"{path}: the column '{name}' has dtype {d.dtype}; expected numbers.")
+    _check_column(d.shape, d.dtype, path, name, n)
     return np.asarray(_read_all(d, path, name), dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Galaxy10:
+    """A Galaxy10-format HDF5 file opened and checked (its handles live in ``files``)."""
+
+    files: _Files  # every file its data are read from
+    images: h5py.Dataset
+    window: tuple  # (top, left, height, width) of the crop
+    labels: str | None  # name of the labels dataset, None without labels
+    raw_labels: np.ndarray | None
+    class_names: tuple | None  # as declared (or Galaxy10's), None when unnamed
+    target: np.ndarray | None  # int64 codes
+    target_names: np.ndarray | None
+    columns: dict  # ra, dec, ... -> float64 array, or None when absent
+
+
+def _open_galaxy10(files, path, *, crop, labels="ans", labels_required=True):
+    """Open and check a Galaxy10-format HDF5 file: its datasets (links, virtual and
+    external sources, shapes, dtypes), the crop, the labels and the columns; what
+    :func:`load_galaxy10` and the lazy catalogues of HDF5 files both trust."""
+    f, images, ans = _datasets(files, path, labels, labels_required)
+    n = images.shape[0]
+    window = _crop_window(images.shape, crop, path)
+    raw = class_names = target = target_names = None
+    if ans is not None:
+        class_names = _class_names(f, ans, path, labels)
+        raw = np.asarray(_read_all(ans, path, labels))
+        target, target_names = _target(raw, class_names, path, labels)
+    columns = {k: _column(files, path, k, n) for k in _COLUMNS}
+    return _Galaxy10(
+        files=files,
+        images=images,
+        window=window,
+        labels=None if ans is None else labels,
+        raw_labels=raw,
+        class_names=class_names,
+        target=target,
+        target_names=target_names,
+        columns=columns,
+    )
 
 
 # ------------------------------------------------------------------------ the cache
@@ -521,14 +626,18 @@ def _write_cache(cache_file, images, key):
 
 
 # ------------------------------------------------------------------------- reading
-def _float_scale(images, path):
+def _float_scale(images, path, read=None):
     """255 when float images are in [0, 1], 1 when in 0-255, decided over all of them
-    (one pass over whole frames, 64 MB at a time) so that every image is scaled alike."""
+    (one pass over whole frames, 64 MB at a time) so that every image is scaled alike.
+
+    ``read(images, path, index)`` reads a block (default: :func:`_read_block`, HDF5).
+    """
+    read = _read_block if read is None else read
     lo, hi, nan = np.inf, -np.inf, []
     n = images.shape[0]
     step = max(1, 64 * 1024**2 // (math.prod(images.shape[1:]) * images.dtype.itemsize))
     for s in range(0, n, step):
-        block = _read_block(images, path, np.s_[s : min(n, s + step)])
+        block = read(images, path, np.s_[s : min(n, s + step)])
         finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
         nan.extend(s + np.flatnonzero(~finite))
         if finite.any():
@@ -549,12 +658,14 @@ def _float_scale(images, path):
 
 
 def _read_block(images, path, index):
+    """Rows ``index`` (a slice, or a tuple starting with one) of an HDF5 ``images``."""
     try:
         return images[index]
     except OSError as exc:
         rows = index if isinstance(index, slice) else index[0]
         raise OSError(
-            f"Cannot read images {rows.start}-{rows.stop} of {path}: {_read_problem(images, exc)}"
+            f"Cannot read images {rows.start} to {rows.stop - 1} of {path}: "
+            f"{_read_problem(images, exc)}"
         ) from exc
 
 
@@ -571,12 +682,11 @@ def _to_uint8(block, path, scale):
     return block
 
 
-def _read_images(images, path, *, crop, image_size, chunk_size, verbose):
-    n, h, w, _ = images.shape
+def _read_images(images, path, *, window, image_size, chunk_size, verbose):
+    n = images.shape[0]
     # Read only the central crop (an HDF5 hyperslab), so a chunk of 256 px frames
     # never sits in memory when a 64 px crop is asked for.
-    ch, cw = (h, w) if crop is None else (crop, crop)
-    top, left = (h - ch) // 2, (w - cw) // 2
+    top, left, ch, cw = window
     out_h, out_w = (ch, cw) if image_size is None else (image_size, image_size)
     # Align chunk boundaries with the file's own chunks so each is decompressed once.
     step = chunk_size
@@ -732,22 +842,11 @@ def load_galaxy10(
             f"{path} is a folder; load_galaxy10 reads one HDF5 file. "
             "For a folder of JPEG/PNG cutouts use load_image_folder."
         )
-    check_regular_file(path, "The Galaxy10 file")
-
     with contextlib.ExitStack() as stack:
-        files = _Files(stack)
-        f, images, ans = _datasets(files, path)
-        n, h, w, _ = images.shape
-        if crop is not None and (crop > h or crop > w):
-            raise ValueError(
-                f"crop={crop} is larger than the {h}x{w} images of {path}. "
-                f"Choose crop <= {min(h, w)}, or crop=None to keep the whole frame."
-            )
-        class_names = _class_names(f, ans, path)
-        raw_labels = np.asarray(_read_all(ans, path, "ans"))
-        target = _check_labels(raw_labels, class_names, path)
-        columns = {k: _column(files, path, k, n) for k in _COLUMNS}
-        out_h, out_w = (h, w) if crop is None else (crop, crop)
+        g = _open_galaxy10(_Files(stack), path, crop=crop)
+        images, target, class_names, columns = g.images, g.target, g.class_names, g.columns
+        n = images.shape[0]
+        out_h, out_w = g.window[2:]
         if image_size is not None:
             out_h = out_w = image_size
 
@@ -755,13 +854,15 @@ def load_galaxy10(
         if cache_dir is not False:
             cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
             cache_file = _cache_path(cache_dir, path, crop, image_size)
-            key = _content_key(files, images, raw_labels, class_names, columns, crop, image_size)
+            key = _content_key(
+                g.files, images, g.raw_labels, class_names, columns, crop, image_size
+            )
             X = _read_cache(cache_file, key, (n, out_h, out_w, 3))
         if X is None:
             X = _read_images(
                 images,
                 path,
-                crop=crop,
+                window=g.window,
                 image_size=image_size,
                 chunk_size=chunk_size,
                 verbose=verbose,
@@ -791,7 +892,7 @@ def load_galaxy10(
     return Bunch(
         images=X,
         target=target,
-        target_names=np.array(class_names),
+        target_names=g.target_names,
         **columns,
         filename=str(path),
         DESCR=descr,

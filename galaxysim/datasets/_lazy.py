@@ -7,6 +7,7 @@ and framing), never an open file, so they run on any Dask scheduler, worker proc
 of a ``distributed`` cluster included.
 """
 
+import contextlib
 import numbers
 import os
 from pathlib import Path
@@ -15,54 +16,46 @@ import h5py
 import numpy as np
 from sklearn.utils import Bunch
 
-from galaxysim import GALAXY10_CLASSES
-from galaxysim.datasets._folder import (
-    _encode_labels,
-    _find_images,
-    _ImageReadError,
-    _load_one,
-    _name_column,
-    _pick_label_column,
-    _read_csv,
+from galaxysim.datasets._folder import _folder_catalogue, _load_one
+from galaxysim.datasets._galaxy10 import (
+    _COLUMNS,
+    _check_column,
+    _check_image_array,
+    _check_label_shape,
+    _check_size,
+    _crop_window,
+    _datasets,
+    _declared_names,
+    _Files,
+    _float_scale,
+    _missing_error,
+    _open_galaxy10,
+    _read_block,
+    _target,
+    _to_uint8,
 )
-from galaxysim.datasets._galaxy10 import _COLUMNS, _check_size, _open_h5, _to_uint8
 from galaxysim.utils._image import frame_images
+from galaxysim.utils._imread import ImageReadError, ImageTooLargeError
+from galaxysim.utils._io import check_regular_file
 from galaxysim.utils._optional import import_optional
 
 __all__ = ["open_catalogue"]
 
 _READ_ROWS = 256  # rows read from a file at a time inside a block (bounds its temporaries)
-_GALAXY10_LABELS = "ans"
 
 
 def _is_zarr(path):
     return path.is_dir() and any((path / m).is_file() for m in ("zarr.json", ".zgroup"))
 
 
-def _signature(path):
-    st = os.stat(path)
-    return (int(st.st_size), int(st.st_mtime_ns))
-
-
-def _check_image_array(shape, source, name="images"):
-    if len(shape) != 4 or shape[-1] != 3 or shape[0] == 0:
-        raise ValueError(
-            f"{source}: {name!r} has shape {tuple(shape)}; expected (n_samples, height, "
-            "width, 3) RGB images, as in Galaxy10 DECaLS (17736, 256, 256, 3)."
-        )
-
-
-def _window(shape, crop, source):
-    """(top, left, height, width) of the central ``crop`` pixels of images of ``shape``."""
-    h, w = shape[1:3]
-    if crop is None:
-        return (0, 0, h, w)
-    if crop > h or crop > w:
-        raise ValueError(
-            f"crop={crop} is larger than the {h}x{w} images of {source}. "
-            f"Choose crop <= {min(h, w)}, or crop=None to keep the whole frame."
-        )
-    return ((h - crop) // 2, (w - crop) // 2, crop, crop)
+def _signature(paths):
+    """``(path, size, mtime)`` of each file: what a task compares to tell that the data
+    it reads are those the catalogue was opened on."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append((str(p), int(st.st_size), int(st.st_mtime_ns)))
+    return tuple(out)
 
 
 def _framed_shape(window, image_size):
@@ -81,21 +74,23 @@ def _aligned(block_size, chunk_rows):
 class _ArrayReader:
     """Reads and frames rows ``start:stop`` of an ``images`` array in a file or store.
 
-    Subclasses open the source in each task (h5py handles cannot be pickled) and say
-    which exceptions of their library mean unreadable data.
+    Subclasses open the source in each task (h5py handles cannot be pickled) and read
+    its blocks; pixels become uint8 as :func:`load_galaxy10` makes them, floats by the
+    ``scale`` decided over the whole array when the catalogue was opened.
     """
 
-    def __init__(self, source, array, window, image_size, read_rows, signature):
+    def __init__(self, source, window, image_size, read_rows, scale):
         self.source = str(source)
-        self.array = array
-        self.window = window
+        self.window = tuple(window)
         self.image_size = image_size
         self.read_rows = read_rows
-        self.signature = signature
+        self.scale = scale
+
+    def _token(self):
+        return (self.source, self.window, self.image_size, self.read_rows, self.scale)
 
     def __dask_tokenize__(self):
-        return (type(self).__name__, self.source, self.array, self.window, self.image_size,
-                self.read_rows, self.signature)  # fmt: skip
+        return (type(self).__name__, *self._token())
 
     def __call__(self, rows):
         shape = _framed_shape(self.window, self.image_size)
@@ -107,93 +102,104 @@ class _ArrayReader:
         with self._open() as images:
             for s in range(start, stop, self.read_rows):
                 e = min(stop, s + self.read_rows)
-                try:
-                    raw = images[s:e, top : top + h, left : left + w, :]
-                except self._errors as exc:
-                    raise OSError(
-                        f"Cannot read images {s} to {e - 1} of {self.source}: the data is "
-                        f"truncated or corrupt ({type(exc).__name__}: {exc}). Replace the "
-                        "file, or rewrite those images."
-                    ) from exc
-                if raw.dtype != np.uint8:
-                    raw = _to_uint8(raw, self.source)
+                raw = self._read(images, self.source, np.s_[s:e, top : top + h, left : left + w, :])
+                raw = _to_uint8(raw, self.source, self.scale)
                 out[s - start : e - start] = frame_images(raw, image_size=self.image_size)
         return out
 
 
 class _HDF5Reader(_ArrayReader):
-    _errors = (OSError, RuntimeError)
+    """Each task re-opens the file through the checked opener of :func:`load_galaxy10`
+    (links, virtual and external sources, regular files) and refuses files changed
+    since the catalogue was opened."""
 
+    _read = staticmethod(_read_block)
+
+    def __init__(self, source, window, image_size, read_rows, scale, labels, signature):
+        super().__init__(source, window, image_size, read_rows, scale)
+        self.labels = labels  # the labels dataset checked at opening, or None
+        self.signature = signature  # of every file the data are read from
+
+    def _token(self):
+        return (*super()._token(), self.labels, self.signature)
+
+    def _changed(self):
+        return ValueError(f"{self.source} changed since the catalogue was opened; open it again.")
+
+    @contextlib.contextmanager
     def _open(self):
-        if _signature(self.source) != self.signature:
-            raise ValueError(
-                f"{self.source} changed since the catalogue was opened; open it again."
+        opened = {p: (size, mtime) for p, size, mtime in self.signature}
+        main = os.path.realpath(self.source)
+        if os.path.lexists(main) and _signature([main])[0][1:] != opened.get(main):
+            raise self._changed()  # before trusting anything the file now says
+        with contextlib.ExitStack() as stack:
+            files = _Files(stack)
+            _, images, _ = _datasets(
+                files, self.source, self.labels or "ans", self.labels is not None
             )
-        return _HDF5Dataset(self.source, self.array)
+            if any(opened.get(p) != (size, mtime) for p, size, mtime in _signature(files.paths)):
+                raise self._changed()
+            yield images
 
 
-class _HDF5Dataset:
-    """Context manager yielding one dataset of an HDF5 file opened read-only."""
-
-    def __init__(self, path, name):
-        self.path, self.name = path, name
-
-    def __enter__(self):
-        self.file = _open_h5(self.path)
-        return self.file[self.name]
-
-    def __exit__(self, *exc):
-        self.file.close()
+def _read_zarr_block(images, path, index):
+    """Rows ``index`` of a Zarr ``images`` array, or an OSError naming them."""
+    try:
+        return np.asarray(images[index])
+    except Exception as exc:  # codecs and stores raise many types on damaged chunks
+        rows = index if isinstance(index, slice) else index[0]
+        raise OSError(
+            f"Cannot read images {rows.start} to {rows.stop - 1} of {path}: the data is "
+            f"truncated or corrupt ({type(exc).__name__}: {exc}). Replace the store, or "
+            "rewrite those images."
+        ) from exc
 
 
 class _ZarrReader(_ArrayReader):
-    # codecs and stores raise many types on damaged chunks; all mean unreadable data
-    _errors = (Exception,)
+    _read = staticmethod(_read_zarr_block)
 
+    @contextlib.contextmanager
     def _open(self):
         zarr = import_optional("zarr", "Reading a Zarr catalogue")
-        return _Opened(zarr.open_group(self.source, mode="r")[self.array])
-
-
-class _Opened:
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __enter__(self):
-        return self.obj
-
-    def __exit__(self, *exc):
-        pass
+        yield zarr.open_group(self.source, mode="r")["images"]
 
 
 class _FolderReader:
-    """Decodes and frames the image files of one block."""
+    """Decodes and frames the image files of one block, with :func:`load_image_folder`'s
+    reader (``max_pixels`` its guard against decompression bombs)."""
 
-    def __init__(self, folder, crop, image_size, shape):
+    def __init__(self, folder, crop, image_size, shape, max_pixels):
         self.folder = str(folder)
         self.crop = crop
         self.image_size = image_size
         self.shape = tuple(shape)
+        self.max_pixels = max_pixels
 
     def __dask_tokenize__(self):
-        return (type(self).__name__, self.folder, self.crop, self.image_size, self.shape)
+        return (
+            type(self).__name__, self.folder, self.crop, self.image_size, self.shape,
+            self.max_pixels,
+        )  # fmt: skip
 
     def __call__(self, rows, paths):
         out = np.empty((len(rows), *self.shape), dtype=np.uint8)
         where = f"block of catalogue images {rows[0]} to {rows[-1]}" if len(rows) else ""
         for i, (row, path) in enumerate(zip(rows.tolist(), paths.tolist(), strict=True)):
             try:
-                img = _load_one(Path(path), self.crop, self.image_size)
-            except _ImageReadError as exc:
-                cause = exc.__cause__ or exc
+                img = _load_one(Path(path), self.crop, self.image_size, self.max_pixels)
+            except ImageReadError as exc:
+                hint = (
+                    " If you trust it, pass a larger max_pixels=."
+                    if isinstance(exc, ImageTooLargeError)
+                    else ""
+                )
                 raise ValueError(
                     f"Cannot read image {path} (catalogue image {row}, in the {where}): "
-                    f"the file is missing, corrupt, truncated or not an image "
-                    f"({type(cause).__name__}: {cause}). Replace or delete it (and its row "
-                    "of the labels CSV)."
-                ) from exc.__cause__
-            except ValueError as exc:  # a crop larger than this image
-                raise ValueError(f"{exc} (catalogue image {row}, in the {where})") from None
+                    f"{exc.reason}. Replace or delete it (and its row of the labels CSV)."
+                    f"{hint}"
+                ) from exc
+            except (OSError, ValueError) as exc:  # gone or replaced since opening; a crop
+                raise type(exc)(f"{exc} (catalogue image {row}, in the {where})") from None
             if img.shape != self.shape:
                 raise ValueError(
                     f"Image {path} (catalogue image {row}, in the {where}) is "
@@ -205,132 +211,90 @@ class _FolderReader:
         return out
 
 
-def _labels_from_array(values, name, source, galaxy10):
-    """``target`` and ``target_names`` of a label array (Galaxy10 names for ``ans``)."""
-    values = np.asarray(values)
-    if values.ndim != 1:
-        raise ValueError(f"{source}: labels {name!r} have shape {values.shape}; expected (n,).")
-    if values.dtype.kind in "iu" and len(values) and values.min() >= 0:
-        target = values.astype(np.int64)
-        if galaxy10 and target.max() < len(GALAXY10_CLASSES):
-            return target, np.array(GALAXY10_CLASSES)
-        return target, np.array([str(k) for k in range(int(target.max()) + 1)])
-    if values.dtype.kind == "S":
-        values = np.char.decode(values, "utf-8")
-    return _encode_labels([str(v) for v in values.tolist()], None, name, source)
-
-
-def _array_source(path, kind, crop, image_size, block_size, label_column):
-    """Reader, sizes, labels and identifier columns of an HDF5 file or a Zarr store."""
-    if kind == "hdf5":
-        handle = _open_h5(path)
-    else:
-        zarr = import_optional("zarr", "Reading a Zarr catalogue")
-        try:
-            handle = zarr.open_group(str(path), mode="r")
-        except Exception as exc:
-            raise ValueError(f"Cannot open {path} as a Zarr group ({exc}).") from exc
-    try:
-        keys = sorted(handle.keys())
-        if "images" not in keys:
-            raise ValueError(
-                f"{path} has no 'images' array; keys found: {keys}. A catalogue holds "
-                "'images' (n_samples, height, width, 3) and optionally labels and "
-                "ra/dec/redshift columns."
-            )
-        images = handle["images"]
-        _check_image_array(images.shape, path)
+def _hdf5_source(path, crop, image_size, block_size, label_column):
+    """Reader, sizes, labels and columns of an HDF5 file, opened and checked by the
+    function :func:`load_galaxy10` trusts (labels ``ans``, optional here, or
+    ``label_column``, required)."""
+    labels = "ans" if label_column is None else label_column
+    with contextlib.ExitStack() as stack:
+        files = _Files(stack)
+        g = _open_galaxy10(
+            files, path, crop=crop, labels=labels, labels_required=label_column is not None
+        )
+        images = g.images
         n = images.shape[0]
-        window = _window(images.shape, crop, path)
-        if kind == "hdf5":
-            chunk_rows = images.chunks[0] if images.chunks else 1
-        else:
-            chunk_rows = (getattr(images, "shards", None) or images.chunks)[0]
-        block, read = _aligned(block_size, chunk_rows)
-
-        default = _GALAXY10_LABELS if kind == "hdf5" else "labels"
-        if label_column is None:
-            label_column = default if default in keys else None
-        elif label_column not in keys:
-            raise ValueError(
-                f"{path} has no array {label_column!r} to take labels from; keys found: {keys}."
-            )
-        target = target_names = None
-        if label_column is not None:
-            values = np.asarray(handle[label_column][()])
-            if values.shape != (n,):
-                raise ValueError(
-                    f"{path}: labels {label_column!r} have shape {values.shape} but 'images' "
-                    f"holds {n} images; expected one label per image."
-                )
-            target, target_names = _labels_from_array(
-                values, label_column, path, galaxy10=label_column == _GALAXY10_LABELS
-            )
-            names = None if kind == "hdf5" else handle.attrs.get("target_names")
-            if names is not None and len(names) > target.max():
-                target_names = np.array([str(v) for v in names])
-        columns = {}
-        for k in _COLUMNS:
-            if k in keys and handle[k].shape == (n,):
-                columns[k] = np.asarray(handle[k][()], dtype=np.float64)
-    finally:
-        if kind == "hdf5":
-            handle.close()
-    if kind == "hdf5":
-        reader = _HDF5Reader(path, "images", window, image_size, read, _signature(path))
-    else:
-        reader = _ZarrReader(path, "images", window, image_size, read, None)
-    shape = _framed_shape(window, image_size)
-    return reader, n, shape, block, label_column, target, target_names, columns
+        # floats are scaled alike in every block, as load_galaxy10 scales them
+        scale = _float_scale(images, path) if images.dtype.kind == "f" else None
+        block, read = _aligned(block_size, images.chunks[0] if images.chunks else 1)
+        signature = _signature(files.paths)
+    columns = {k: v for k, v in g.columns.items() if v is not None}
+    reader = _HDF5Reader(path, g.window, image_size, read, scale, g.labels, signature)
+    return reader, n, block, g.labels, g.target, g.target_names, columns
 
 
-def _folder_source(folder, labels_csv, label_column, crop, image_size):
-    """Files, names relative to the folder, labels and the framed shape of a folder."""
-    if labels_csv is None and (folder / "labels.csv").is_file():
-        labels_csv = folder / "labels.csv"
+def _zarr_array(group, name, path):
+    obj = group[name]
+    if not hasattr(obj, "dtype"):
+        raise ValueError(f"{path}: {name!r} is a group, not an array.")
+    return obj
+
+
+def _zarr_source(path, crop, image_size, block_size, label_column):
+    """Reader, sizes, labels and columns of a Zarr store: the checks of an HDF5 file
+    where they apply (shapes, dtypes, labels as class codes, columns, float scale)."""
+    zarr = import_optional("zarr", "Reading a Zarr catalogue")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as exc:
+        raise ValueError(f"Cannot open {path} as a Zarr group ({exc}).") from exc
+    keys = sorted(group.keys())
+    labels = "labels" if label_column is None else label_column
+    missing = [k for k in ("images", label_column) if k is not None and k not in keys]
+    if missing:
+        raise _missing_error(path, missing, keys, labels)
+    images = _zarr_array(group, "images", path)
+    _check_image_array(images.shape, images.dtype, path)
+    n = images.shape[0]
+    window = _crop_window(images.shape, crop, path)
     target = target_names = None
-    if labels_csv is not None and labels_csv is not False:
-        csv_path = Path(labels_csv).expanduser().absolute()
-        if not csv_path.is_file():
-            raise FileNotFoundError(f"Labels CSV not found: {csv_path}.")
-        columns, rows = _read_csv(csv_path)
-        if label_column is None:
-            label_column = _pick_label_column(columns, csv_path)
-        elif label_column not in columns:
-            raise ValueError(
-                f"The labels CSV {csv_path} has no column {label_column!r}; columns found: "
-                f"{columns}."
-            )
-        names = [r["file"] for r in rows]
-        files = [csv_path.parent / f for f in names]
-        if label_column is not None:
-            values = [r.get(label_column, "") for r in rows]
-            name_col = _name_column(columns, label_column)
-            class_names = [r.get(name_col, "") for r in rows] if name_col else None
-            target, target_names = _encode_labels(values, class_names, label_column, csv_path)
-        missing = [p for p in files if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} of the {len(files)} files named in {csv_path} do not exist, "
-                f"for example {', '.join(map(str, missing[:3]))}. Paths in the 'file' column "
-                "are relative to the CSV's folder; fix them or drop their rows."
-            )
+    if labels in keys:
+        arr = _zarr_array(group, labels, path)
+        _check_label_shape(arr.shape, n, path, labels)
+        names = group.attrs.get("target_names")
+        if names is not None:
+            names = _declared_names(names, "the store", path, attr="target_names")
+        target, target_names = _target(
+            np.asarray(arr[()]), names, path, labels, declared="the store's target_names"
+        )
     else:
-        label_column = None
-        files = _find_images(folder)
-        if not files:
-            raise ValueError(f"No images found in {folder} (subfolders searched too).")
-        names = [p.relative_to(folder).as_posix() for p in files]
+        labels = None
+    columns = {}
+    for k in _COLUMNS:
+        if k in keys:
+            arr = _zarr_array(group, k, path)
+            _check_column(arr.shape, arr.dtype, path, k, n)
+            columns[k] = np.asarray(arr[()], dtype=np.float64)
+    scale = None
+    if images.dtype.kind == "f":
+        scale = _float_scale(images, path, read=_read_zarr_block)
+    chunk_rows = (getattr(images, "shards", None) or images.chunks)[0]
+    block, read = _aligned(block_size, chunk_rows)
+    reader = _ZarrReader(path, window, image_size, read, scale)
+    return reader, n, block, labels, target, target_names, columns
+
+
+def _folder_source(folder, labels_csv, label_column, crop, image_size, max_pixels, **rules):
+    """The files and labels of a folder, taken by :func:`load_image_folder`'s own
+    function (every CSV rule, confinement, encoding, missing and special files), and
+    the framed shape."""
+    cat = _folder_catalogue(folder, labels_csv, label_column, skip=None, **rules)
     if image_size is not None:
         shape = (image_size, image_size, 3)
     elif crop is not None:
         shape = (crop, crop, 3)
     else:  # the whole frame, unresized: the first image sets the catalogue's size
-        try:
-            shape = _load_one(files[0], None, None).shape
-        except _ImageReadError as exc:
-            raise ValueError(str(exc)) from exc.__cause__
-    return files, names, label_column, target, target_names, shape
+        shape = _load_one(cat.files[0], None, None, max_pixels).shape
+    return cat, shape
 
 
 def _check_block_size(block_size):
@@ -351,10 +315,14 @@ def open_catalogue(
     block_size=1024,
     labels_csv=None,
     label_column=None,
+    max_pixels=None,
+    allow_outside=False,
+    encoding="utf-8",
 ):
     """Open a catalogue lazily: framed images as a Dask array, labels and identifiers.
 
-    Only labels and identifier columns are read now (and, for a folder with
+    Only labels and identifier columns are read now (and the pixels of float images
+    once, to decide their scale as :func:`load_galaxy10` does; for a folder with
     ``crop=None`` and ``image_size=None``, the first image, for its size): ``images`` is a
     :class:`dask.array.Array` whose blocks of ``block_size`` images are read and framed
     (centre-crop ``crop`` pixels, then an anti-aliased resize to ``image_size``, as
@@ -366,14 +334,23 @@ def open_catalogue(
     Sources:
 
     - an HDF5 file with an ``images`` dataset ``(n, height, width, 3)``, such as
-      Galaxy10 DECaLS or SDSS; labels from ``ans`` (Galaxy10's classes, named by
-      ``target_names``) when present, and ``ra``, ``dec``, ``redshift``, ``pxscale``
-      columns where the file has them. The file is opened in each task.
+      Galaxy10 DECaLS or SDSS; labels from ``ans`` when present, and ``ra``, ``dec``,
+      ``redshift``, ``pxscale`` columns where the file has them. The file is opened
+      and checked exactly as :func:`load_galaxy10` checks it (labels are class codes,
+      named by the file's ``class_names`` attribute, else Galaxy10's classes for
+      ``ans`` and ``str(k)`` for another label array; columns hold one number per
+      image; links, virtual datasets and external storage lead to data that exists;
+      no FIFO or device), and it is opened again, the same way, in each task; a task
+      refuses a file changed since the catalogue was opened.
     - a Zarr store (a folder with ``zarr.json``, or ``.zgroup`` for Zarr 2) holding an
-      ``images`` array, optional ``labels`` (class names from the group's
-      ``target_names`` attribute when set) and the same optional columns.
-    - a folder of cutouts (JPEG/PNG, FITS with astropy), with labels from a CSV as in
-      :func:`load_image_folder`; each block decodes its own files.
+      ``images`` array, optional ``labels`` (class codes, checked as those of an HDF5
+      file, named by the group's ``target_names`` attribute when set, else ``str(k)``)
+      and the same optional columns, checked the same way.
+    - a folder of cutouts (JPEG/PNG, FITS with astropy), with labels from a CSV, both
+      taken and checked by :func:`load_image_folder`'s own rules (each file listed
+      once, inside the folder unless ``allow_outside``, the CSV in ``encoding``, no
+      missing file, named pipe or device); each block decodes its own files with the
+      same reader.
 
     Parameters
     ----------
@@ -396,6 +373,14 @@ def open_catalogue(
     label_column : str, default=None
         Column of the labels CSV (folders), or name of the label array (HDF5 and Zarr;
         default ``ans`` for HDF5, ``labels`` for Zarr, when present).
+    max_pixels : int or None, default=None
+        Folders only: largest image read, in pixels, as in :func:`load_image_folder`
+        (a guard against decompression bombs; ``None``: twice Pillow's limit).
+    allow_outside : bool, default=False
+        Folders only: let the labels CSV name files outside its folder and ``path``
+        (and the folder hold symlinks out), as in :func:`load_image_folder`.
+    encoding : str, default="utf-8"
+        Folders only: text encoding of the labels CSV, as in :func:`load_image_folder`.
 
     Returns
     -------
@@ -412,14 +397,21 @@ def open_catalogue(
     Raises
     ------
     FileNotFoundError
-        ``path`` or the labels CSV does not exist, or the CSV names missing files.
+        ``path`` or the labels CSV does not exist, the CSV names missing files, or a
+        file an HDF5 file reads from (a virtual dataset's source, an external link's
+        target, external storage) is missing.
     OSError
         The HDF5 file is truncated or corrupt; when computing, a block whose data is
         unreadable (the message names the file and the images).
+    KeyError
+        An HDF5 file or Zarr store without ``images`` or the named label array (the
+        message lists the keys found; the exception is also a ``ValueError``).
     ValueError
-        No ``images`` array, one of the wrong shape, a crop larger than the images,
-        an unknown label column; when computing, an image of a folder that cannot be
-        decoded (the message names the file and the block's images).
+        What :func:`load_galaxy10` refuses (``images`` of the wrong shape or dtype,
+        labels that are not class codes, a column of another length, a bad link, a
+        FIFO), a crop larger than the images; when computing, a file changed since
+        opening, or an image of a folder that cannot be decoded (the message names
+        the file and the block's images).
     ImportError
         Dask (or zarr, for a Zarr store) is not installed: ``pip install galaxysim[dask]``.
 
@@ -451,6 +443,7 @@ def open_catalogue(
     if crop != "auto":
         crop = _check_size(crop, "crop")
     image_size = _check_size(image_size, "image_size")
+    max_pixels = _check_size(max_pixels, "max_pixels")
     block_size = _check_block_size(block_size)
     source = Path(path).expanduser().absolute()
     if not source.exists():
@@ -460,28 +453,54 @@ def open_catalogue(
     if source.is_dir() and not _is_zarr(source):
         kind = "folder"
         crop = None if crop == "auto" else crop
-        files, names, label_column, target, target_names, shape = _folder_source(
-            source, labels_csv, label_column, crop, image_size
+        cat, shape = _folder_source(
+            source,
+            labels_csv,
+            label_column,
+            crop,
+            image_size,
+            max_pixels,
+            allow_outside=allow_outside,
+            encoding=encoding,
         )
-        n, block = len(files), block_size
-        reader = _FolderReader(source, crop, image_size, shape)
-        columns["file"] = np.array(names)
-        paths = da.from_array(np.array([str(p) for p in files]), chunks=block)
+        label_column, target, target_names = cat.label_column, cat.target, cat.target_names
+        n, block = len(cat.files), block_size
+        reader = _FolderReader(source, crop, image_size, shape, max_pixels)
+        columns["file"] = np.array(cat.names)
+        paths = da.from_array(np.array([str(p) for p in cat.files]), chunks=block)
     else:
         kind = "zarr" if source.is_dir() else "hdf5"
-        if kind == "hdf5" and not h5py.is_hdf5(source):
-            raise ValueError(
-                f"{source} is neither an HDF5 file, a Zarr store nor a folder of images."
-            )
+        if kind == "hdf5":
+            check_regular_file(source, "The HDF5 file")  # h5py.is_hdf5 would block on a FIFO
+            if not h5py.is_hdf5(source):
+                raise ValueError(
+                    f"{source} is neither an HDF5 file, a Zarr store nor a folder of images."
+                )
         if labels_csv not in (None, False):
             raise ValueError(
                 f"labels_csv is for folders of images; {source} holds its labels itself "
                 "(pass label_column= to pick the array)."
             )
+        given = [
+            k
+            for k, v, default in (
+                ("max_pixels", max_pixels, None),
+                ("allow_outside", allow_outside, False),
+                ("encoding", encoding, "utf-8"),
+            )
+            if v != default
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for folders of "
+                f"images; {source} is {'an HDF5 file' if kind == 'hdf5' else 'a Zarr store'}."
+            )
         crop = (64 if kind == "hdf5" else None) if crop == "auto" else crop
-        reader, n, shape, block, label_column, target, target_names, found = _array_source(
-            source, kind, crop, image_size, block_size, label_column
+        opener = _hdf5_source if kind == "hdf5" else _zarr_source
+        reader, n, block, label_column, target, target_names, found = opener(
+            source, crop, image_size, block_size, label_column
         )
+        shape = _framed_shape(reader.window, image_size)
         columns.update(found)
         paths = None
 

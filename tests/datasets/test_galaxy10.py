@@ -1,9 +1,5 @@
-import contextlib
 import io
 import os
-import subprocess
-import sys
-import time
 import warnings
 
 import h5py
@@ -642,49 +638,22 @@ def test_float_images_are_scaled_alike_in_every_chunk(tmp_path):
     np.testing.assert_array_equal(X, images.astype(np.uint8))
 
 
-_UNBLOCK = """
-import os, sys, time
-time.sleep(float(sys.argv[2]))
-for _ in range(3000):
-    try:  # fails (ENXIO) while nobody reads
-        os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
-    time.sleep(0.01)
-"""
-
-
-@contextlib.contextmanager
-def _unblock_fifo_later(fifo, seconds=3.0):
-    """After a while, keep opening ``fifo`` for writing from another process (HDF5
-    blocks holding the GIL), so a reader that blocked on it (what the loader must not
-    do) wakes up and the test fails instead of hanging. Yields a function telling
-    whether that time has come."""
-    proc = subprocess.Popen([sys.executable, "-c", _UNBLOCK, str(fifo), str(seconds)])
-    start = time.monotonic()
-    try:
-        yield lambda: time.monotonic() - start > seconds
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_fifo_is_refused_before_opening(tmp_path):
+def test_fifo_is_refused_before_opening(tmp_path, unblock_fifo_later):
     fifo = tmp_path / "f.h5"
     os.mkfifo(fifo)
-    with _unblock_fifo_later(fifo) as late:
+    with unblock_fifo_later(fifo) as late:
         with pytest.raises(ValueError, match=r"f\.h5 is a named pipe \(FIFO\), not a regular file"):
             load_galaxy10(fifo, verbose=0)
         assert not late()  # refused at once, not after blocking
 
 
-def test_external_link_to_fifo_is_refused(tmp_path):
+def test_external_link_to_fifo_is_refused(tmp_path, unblock_fifo_later):
     fifo = tmp_path / "pipe.h5"
     os.mkfifo(fifo)
     with h5py.File(tmp_path / "g.h5", "w") as f:
         f["images"] = h5py.ExternalLink("pipe.h5", "/images")
         f.create_dataset("ans", data=np.zeros(3, np.uint8))
-    with _unblock_fifo_later(fifo) as late:
+    with unblock_fifo_later(fifo) as late:
         with pytest.raises(
             ValueError, match=r"pipe\.h5 is a named pipe \(FIFO\), not a regular file"
         ):
