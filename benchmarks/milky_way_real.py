@@ -27,7 +27,8 @@ Parts (``--parts``):
              disks): the Galaxy Zoo vote fractions (featured or disk, not edge-on) of the
              matched model's 10 nearest against the folder's mean.
 ``builtin``  ``make_galaxies(2000)``: count of spirals (classes 5, 6, 7; 30% of it) among
-             the 10 nearest of the model, raw and matched.
+             the 10 nearest of the model, raw (rendered in this catalogue's own framing)
+             and matched (all galaxies, or the spirals, as reference).
 
 Methods (``--methods``, comma list): ``mse``, ``maxabs`` (pixels, no training) and
 ``cnn``, ``ae``, ``vae`` (trained on the catalogue with ``--epochs``; minutes each on a
@@ -156,7 +157,8 @@ def part_gz1(args):
             cols = np.isin(cnn.classes_, SPIRALS)
             for key, q in queries.items():
                 proba[key] = float(cnn.predict_proba(q)[0, cols].sum())
-        print(f"{method}: fitted in {fit_s[method]:.1f} s")
+        got = ", ".join(f"{f}/{fr} {counts[f, fr][method]}" for f, fr in queries)
+        print(f"{method}: fitted in {fit_s[method]:.1f} s; spirals in 10 nearest: {got}")
 
     header = ["query", "framing", *args.methods] + (["cnn P(spiral)"] if proba else [])
     rows = [
@@ -199,13 +201,17 @@ def part_rings(args):
 
 def part_builtin(args):
     X, y = make_galaxies(2000, image_size=args.image_size, random_state=args.seed)
-    im = SurveyImager(random_state=args.seed).fit(X)
-    print(f"\nmake_galaxies {X.shape}; SurveyImager: {im.describe()}")
     spirals = [5, 6, 7]
-    queries = {
-        "raw": load_milky_way(kind="model", image_size=args.image_size, random_state=args.seed),
-        "matched": load_milky_way(kind="model", like=im, random_state=args.seed),
+    imagers = {
+        "matched": SurveyImager(random_state=args.seed).fit(X),
+        "matched, disk ref.": SurveyImager(random_state=args.seed, reference_classes=spirals).fit(
+            X, y
+        ),
     }
+    print(f"\nmake_galaxies {X.shape}; SurveyImager: {imagers['matched'].describe()}")
+    queries = {"raw": load_milky_way(kind="model", image_size=args.image_size)}
+    for name, im in imagers.items():
+        queries[name] = load_milky_way(kind="model", like=im, random_state=args.seed)
     rows = []
     for method in [m for m in args.methods if m in PIXEL_METHODS]:
         pipe, _ = fit_method(method, X, y, args)

@@ -458,6 +458,12 @@ class SurveyImager(ParamsValidationMixin, TransformerMixin, BaseEstimator):
     n_samples_fit_ : int
         Number of catalogue images measured.
 
+    Notes
+    -----
+    Use it on the queries, not as a step of the search pipeline: the catalogue is
+    already imaged by its survey (re-imaging it would only cost time, about 0.1-0.5 s
+    per image). Fit it on the catalogue as it is searched (after its crop and resize).
+
     See Also
     --------
     Reframe : a fixed shrink onto sky, with the parameters given by hand.
@@ -722,12 +728,13 @@ class SurveyImager(ParamsValidationMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         text : str
-            ``"sky ..., noise ..., PSF FWHM ... px, galaxy size ... px (...), colour ..."``;
-            sky and noise per channel on the [0, 1] scale.
+            ``"sky ..., noise ..., PSF FWHM ... px, galaxy size ... px (...), colour
+            ..., surface brightness ..."``; sky and noise per channel on the [0, 1]
+            scale, lengths in catalogue pixels.
         """
         check_is_fitted(self, "image_shape_")
         corr = (
-            f" (correlated over {self.noise_correlation_:.1f} px)"
+            f"; correlated over {self.noise_correlation_:.1f} px"
             if self.noise_correlation_ > 0
             else ""
         )
@@ -742,22 +749,22 @@ class SurveyImager(ParamsValidationMixin, TransformerMixin, BaseEstimator):
             else "galaxies"
         )
         q = "median" if self.size_quantile == 0.5 else f"quantile {self.size_quantile:g}"
-        size = f"galaxy size {self.half_light_radius_:.1f} px (half-light radius, {q} of {self.n_reference_} {who})"
+        size = (
+            f"galaxy size {self.half_light_radius_:.1f} px "
+            f"(half-light radius, {q} of {self.n_reference_} {who})"
+        )
         if self.size is not None:
             size += f", queries scaled to {float(self.size):.1f} px"
-        names = "R:G:B" if len(self.colour_) == 3 else "grey"
-        colour = (
-            f"colour {names} {':'.join(f'{c:.2f}' for c in self.colour_)}"
-            if len(self.colour_) == 3
-            else ""
-        )
+        rgb = len(self.colour_) == 3
         parts = [
             f"sky {_fmt(self.sky_level_)}",
-            f"noise {_fmt(self.noise_sigma_)}{corr}",
+            f"noise {_fmt(self.noise_sigma_)} ({'R/G/B' if rgb else 'grey'}, 0-1 scale{corr})",
             psf,
             size,
         ]
-        if colour:
-            parts.append(colour)
-        parts.append(f"surface brightness {self.surface_brightness_:.3f}")
+        if rgb:
+            parts.append(f"colour R:G:B {':'.join(f'{c:.2f}' for c in self.colour_)}")
+        parts.append(
+            f"surface brightness {self.surface_brightness_:.3f} (mean within the half-light radius)"
+        )
         return ", ".join(parts)
