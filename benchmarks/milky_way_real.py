@@ -36,6 +36,7 @@ shared 2-core CPU). Nothing here is tuned on these folders.
 
     python benchmarks/milky_way_real.py                       # pixel methods, all parts
     python benchmarks/milky_way_real.py --parts gz1 --methods mse,maxabs,cnn,ae,vae --epochs 8
+    python benchmarks/milky_way_real.py --parts gz1 --methods cnn --epochs 8 --merge-spins
 """
 
 import argparse
@@ -53,6 +54,14 @@ from galaxysim.preprocessing import Resize, SurveyImager
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
 SPIRALS = [1, 2]  # gz1_class: spiral clockwise, spiral anticlockwise (face-on)
+# --merge-spins: the CNN learns the two spin directions (mirror images) as one class
+GZ1_GROUPS = {
+    "elliptical": (0,),
+    "spiral": (1, 2),
+    "edge-on": (3,),
+    "don't know": (4,),
+    "merger": (5,),
+}
 
 
 def parse_args(argv=None):
@@ -64,6 +73,11 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=2, help="torch threads of the deep models")
+    p.add_argument(
+        "--merge-spins",
+        action="store_true",
+        help="train the CNN on gz1 with the two spin directions as one class",
+    )
     args = p.parse_args(argv)
     args.parts = [s for s in args.parts.split(",") if s]
     args.methods = [m for m in args.methods.split(",") if m]
@@ -77,6 +91,8 @@ def fit_method(method, X, y, args):
     params = {}
     if method not in PIXEL_METHODS:
         params = {"max_epochs": args.epochs, "random_state": args.seed, "n_jobs": args.n_jobs}
+        if method == "cnn" and getattr(args, "merge_spins", False):
+            params["groups"] = GZ1_GROUPS
     t = time.perf_counter()
     pipe = make_method_search(method, **params).fit(X, y)
     return pipe, time.perf_counter() - t
@@ -154,7 +170,7 @@ def part_gz1(args):
         loo[method] = float(np.isin(y[kept], SPIRALS).sum(axis=1).mean())
         if method == "cnn":
             cnn = pipe[0]
-            cols = np.isin(cnn.classes_, SPIRALS)
+            cols = np.isin(cnn.classes_, ["spiral"] if args.merge_spins else SPIRALS)
             for key, q in queries.items():
                 proba[key] = float(cnn.predict_proba(q)[0, cols].sum())
         got = ", ".join(f"{f}/{fr} {counts[f, fr][method]}" for f, fr in queries)
