@@ -627,8 +627,9 @@ class SurveyImager(ParamsValidationMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_matched : ndarray of shape (n_samples, *image_shape_)
-            In the catalogue's dtype (uint8, or float32 in [0, 1]).
+        X_matched : ndarray of shape (n_samples, height, width, n_channels)
+            The catalogue's image shape (``image_shape_``) and dtype (uint8, or
+            float32 in [0, 1]).
 
         Raises
         ------
