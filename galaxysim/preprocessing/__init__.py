@@ -1,5 +1,7 @@
-"""Image preprocessing: cropping, resizing, flattening and reframing of queries."""
+"""Image preprocessing: cropping, resizing, flattening, reframing of queries, and
+re-imaging a query as the catalogue's survey would (:class:`SurveyImager`)."""
 
+from galaxysim.preprocessing._survey import SurveyImager
 from galaxysim.preprocessing._transformers import (
     CenterCrop,
     Crop64,
@@ -8,4 +10,4 @@ from galaxysim.preprocessing._transformers import (
     Resize,
 )
 
-__all__ = ["CenterCrop", "Crop64", "PixelFlatten", "Reframe", "Resize"]
+__all__ = ["CenterCrop", "Crop64", "PixelFlatten", "Reframe", "Resize", "SurveyImager"]
