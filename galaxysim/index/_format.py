@@ -127,9 +127,23 @@ def read_manifest(folder):
             f"{made_by}; this galaxysim ({galaxysim.__version__}) reads versions up to "
             f"{FORMAT_VERSION}. Upgrade galaxysim, or rebuild the index with this version."
         )
-    for key in ("catalogue", "framing", "methods", "n_samples", "image_shape", "files"):
+    for key in ("catalogue", "framing", "labels", "methods", "n_samples", "image_shape", "files"):
         if key not in manifest:
             raise damaged(folder, f"its {MANIFEST} has no {key!r} entry")
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise damaged(folder, f"its {MANIFEST} lists no files")
+    for rel, want in files.items():
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not isinstance(want, dict):
+            raise damaged(folder, f"its {MANIFEST} lists a file outside the index: {rel!r}")
+    for method, entry in manifest["methods"].items():
+        if not isinstance(entry, dict) or entry.get("rows") not in files:
+            raise damaged(folder, f"its {MANIFEST} names no rows of the {method!r} method")
+        for k in ("model", "approximate"):
+            rel = (entry.get(k) or {}).get("file")
+            if rel is not None and rel not in files:
+                raise damaged(folder, f"the {method!r} method's {k} {rel!r} is not listed")
     return manifest
 
 

@@ -9,6 +9,7 @@ import dask
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import zarr
 from PIL import Image
 
 import galaxysim.index._build as build_module
@@ -224,3 +225,19 @@ def test_catalogue_take(tmp_path, data, write_h5):
     with pytest.raises(ValueError, match="indices 0 to 149"):
         cat.take([150])
     assert open_catalogue(cat.source, **cat.open_params).images.shape == cat.images.shape
+
+
+def test_zarr_catalogue(tmp_path, data):
+    X, y = data
+    group = zarr.open_group(str(tmp_path / "cat.zarr"), mode="w")
+    group.create_array("images", data=X, chunks=(20, 16, 16, 3))
+    group.create_array("labels", data=y.astype(np.int64))
+    path = build_index(tmp_path / "cat.zarr", "maxabs", tmp_path / "i", image_size=None,
+                       block_size=40, verbose=0)  # fmt: skip
+    index = SearchIndex.open(path)
+    assert index.manifest["catalogue"]["kind"] == "zarr"
+    dist, ind = index.kneighbors(X[QUERIES], k=6)
+    ref = make_method_search("maxabs").fit(X, y).kneighbors(X[QUERIES], 6)
+    np.testing.assert_array_equal(ind, ref[1])
+    np.testing.assert_array_equal(dist, ref[0])
+    np.testing.assert_array_equal(index.neighbour_images(ind), X[ind])

@@ -105,6 +105,19 @@ def test_newer_format_is_refused(index_of):
         SearchIndex.open(path)
 
 
+def test_manifest_naming_files_outside_the_index(index_of):
+    path = index_of()
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["methods"]["mse"]["rows"] = "../cat.h5"
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="names no rows of the 'mse' method"):
+        SearchIndex.open(path)
+    manifest["files"]["../cat.h5"] = {"bytes": 1, "sha256": ""}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="lists a file outside the index: '../cat.h5'"):
+        SearchIndex.open(path)
+
+
 def test_not_an_index(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         SearchIndex.open(tmp_path / "absent")
