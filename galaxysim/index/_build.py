@@ -3,6 +3,7 @@
 import json
 import numbers
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Mapping
@@ -109,10 +110,10 @@ def _check_models(models, methods):
         raise TypeError(f"The pixel methods {pixel} take no model.")
     deep = [m for m in methods if m in DEEP_METHODS]
     if not deep:
-        return {}
+        return {}, {}
     import galaxysim.nn
 
-    out = {}
+    out, files = {}, {}
     for method in deep:
         cls = getattr(galaxysim.nn, MODEL_CLASSES[method])
         if method not in models:
@@ -123,11 +124,13 @@ def _check_models(models, methods):
             )
         model = models[method]
         if isinstance(model, str | os.PathLike):
-            model = galaxysim.nn.load_model(model)
+            files[method] = model
+            model = galaxysim.nn.load_model(model, kind=cls)
         if type(model) is not cls:
+            article = "an" if cls.__name__[0] in "AEIOU" else "a"
             raise TypeError(
-                f"The {method!r} method embeds with a {cls.__name__}; models[{method!r}] is "
-                f"a {type(model).__name__}."
+                f"The {method!r} method embeds with {article} {cls.__name__}; "
+                f"models[{method!r}] is {type(model).__name__!r}."
             )
         check_is_fitted(
             model,
@@ -139,7 +142,7 @@ def _check_models(models, methods):
             ),
         )
         out[method] = model
-    return out
+    return out, files
 
 
 def _check_approximate(params, algorithms, methods_metric):
@@ -374,7 +377,8 @@ def build_index(
     models : dict, default=None
         ``{method: model}`` for every deep method: a fitted CNNScorer (``"cnn"``),
         AEEncoder (``"ae"``) or VAEEncoder (``"vae"``), or the path of its model file
-        (:func:`galaxysim.nn.save_model`). The index embeds with it; it does not train.
+        (:func:`galaxysim.nn.save_model`, copied into the index with its provenance).
+        The index embeds with it; it does not train.
     algorithm : {"brute", "ivf", "hnsw"} or dict, default="brute"
         How each method is searched: exact brute force over the stored rows, or a faiss
         index built on them (deep methods only), saved in the index. A dict gives
@@ -415,7 +419,7 @@ def build_index(
     """
     methods = _check_methods(methods)
     algorithms = _check_algorithms(algorithm, methods)
-    models = _check_models(models, methods)
+    models, model_files = _check_models(models, methods)
     recipes = {m: make_method_search(m, model=models.get(m)) for m in methods}
     approx = _check_approximate(
         approximate_params, algorithms, {m: r[-1].metric for m, r in recipes.items()}
@@ -434,7 +438,9 @@ def build_index(
     )
     folder = StagedFolder(out, marker=MARKER, what="search index")
     try:
-        manifest = _build(cat, recipes, algorithms, models, approx, folder.staging, active, verbose)
+        manifest = _build(
+            cat, recipes, algorithms, models, model_files, approx, folder.staging, active, verbose
+        )
         with atomic_write(folder.staging / MANIFEST, mode="w") as f:
             json.dump(manifest, f, indent=1)
         return folder.commit()
@@ -443,7 +449,7 @@ def build_index(
         raise
 
 
-def _build(cat, recipes, algorithms, models, approx, staging, client, verbose):
+def _build(cat, recipes, algorithms, models, model_files, approx, staging, client, verbose):
     """Write everything but the manifest into ``staging``; return the manifest."""
     import dask
 
@@ -515,7 +521,11 @@ def _build(cat, recipes, algorithms, models, approx, staging, client, verbose):
             from galaxysim.nn._persistence import read_model_header
 
             rel_model = f"{MODELS_DIR}/{method}.safetensors"
-            save_model(models[method], staging / rel_model)
+            if method in model_files:  # the file itself: its provenance with it
+                (staging / MODELS_DIR).mkdir(exist_ok=True)
+                shutil.copyfile(model_files[method], staging / rel_model)
+            else:
+                save_model(models[method], staging / rel_model)
             header = read_model_header(staging / rel_model)
             entry["model"] = {
                 "file": rel_model,

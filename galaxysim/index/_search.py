@@ -13,7 +13,13 @@ from galaxysim.index._format import (
     fingerprint_mismatch,
     read_manifest,
 )
-from galaxysim.index._steps import APPROXIMATE, prepare_steps, restore_state, split_steps
+from galaxysim.index._steps import (
+    APPROXIMATE,
+    MODEL_CLASSES,
+    prepare_steps,
+    restore_state,
+    split_steps,
+)
 from galaxysim.index._table import read_identifiers
 from galaxysim.pipeline import METHODS, make_method_search
 from galaxysim.utils.validation import check_image_shape, check_images
@@ -176,10 +182,11 @@ class SearchIndex:
         entry = self.manifest["methods"][method]
         model = None
         if entry["model"] is not None:
-            from galaxysim.nn import load_model
+            import galaxysim.nn
 
+            cls = getattr(galaxysim.nn, MODEL_CLASSES[method])
             try:
-                model = load_model(self.path / entry["model"]["file"])
+                model = galaxysim.nn.load_model(self.path / entry["model"]["file"], kind=cls)
             except ValueError as exc:
                 raise ValueError(
                     f"Cannot load the {method!r} model of the search index {self.path}: {exc}"

@@ -260,7 +260,7 @@ def test_bad_arguments(tmp_path, index_of, models, data):
         index_of("mse,pca")
     with pytest.raises(ValueError, match="'ae' method needs a fitted model: pass models="):
         index_of("ae")
-    with pytest.raises(TypeError, match="embeds with a AEEncoder; models\\['ae'\\] is a VAE"):
+    with pytest.raises(TypeError, match="embeds with an AEEncoder; models\\['ae'\\] is 'VAE"):
         index_of("ae", models={"ae": models["vae"]})
     with pytest.raises(NotFittedError, match="The AEEncoder of the 'ae' method is not fitted"):
         index_of("ae", models={"ae": AEEncoder()})
@@ -286,8 +286,14 @@ def test_bad_arguments(tmp_path, index_of, models, data):
 
 def test_model_file_path_and_wrong_queries(tmp_path, index_of, models, data):
     X, _ = data
-    save_model(models["ae"], tmp_path / "ae.safetensors")
+    save_model(models["ae"], tmp_path / "ae.safetensors", provenance={"trained on": "a sample"})
     index = SearchIndex.open(index_of("ae,mse", models={"ae": tmp_path / "ae.safetensors"}))
+    # the model file is copied whole, with its provenance
+    saved = (index.path / "models" / "ae.safetensors").read_bytes()
+    assert saved == (tmp_path / "ae.safetensors").read_bytes()
+    save_model(models["vae"], tmp_path / "vae.safetensors")
+    with pytest.raises(ValueError, match="holds a VAEEncoder, not the AEEncoder wanted"):
+        index_of("ae", models={"ae": tmp_path / "vae.safetensors"})
     with pytest.raises(ValueError, match="Name the method to search: one of ae, mse"):
         index.kneighbors(X[:1])
     with pytest.raises(ValueError, match="no method 'cnn'; it holds ae, mse"):
