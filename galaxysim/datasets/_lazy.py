@@ -211,6 +211,35 @@ class _FolderReader:
         return out
 
 
+class _Take:
+    """Reads and frames only the given catalogue images, now (a search's neighbours).
+
+    Array sources read each run of consecutive rows in one call of the block reader;
+    folders decode only the named files. ``files`` holds a folder's image paths.
+    """
+
+    def __init__(self, reader, n, files=None):
+        self.reader, self.n, self.files = reader, n, files
+
+    def __call__(self, indices):
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+            raise ValueError(f"take expects a 1-D array of image indices; got {indices!r}.")
+        idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise ValueError(
+                f"take got image indices from {idx.min()} to {idx.max()}; the catalogue has "
+                f"indices 0 to {self.n - 1}."
+            )
+        rows, inverse = np.unique(idx, return_inverse=True)
+        if self.files is not None:
+            out = self.reader(rows, self.files[rows])
+        else:
+            runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1)
+            out = np.concatenate([self.reader(run) for run in runs])
+        return out[inverse.ravel()]
+
+
 def _hdf5_source(path, crop, image_size, block_size, label_column):
     """Reader, sizes, labels and columns of an HDF5 file, opened and checked by the
     function :func:`load_galaxy10` trusts (labels ``ans``, optional here, or
@@ -392,7 +421,11 @@ def open_catalogue(
         0..n-1; ``file``, names relative to the folder, for folders; ``ra``, ``dec``,
         ``redshift``, ``pxscale`` where an HDF5 file or Zarr store has them),
         ``identifiers`` (the names of those columns), ``source`` (the absolute path),
-        ``kind`` (``"hdf5"``, ``"zarr"`` or ``"folder"``) and ``DESCR``.
+        ``kind`` (``"hdf5"``, ``"zarr"`` or ``"folder"``), ``take`` (a picklable
+        callable: ``take(indices)`` reads and frames only those images, now, as a
+        uint8 ndarray; for showing a search's neighbours), ``open_params`` (the
+        resolved framing and label options: ``open_catalogue(source,
+        **open_params)`` opens the same catalogue again) and ``DESCR``.
 
     Raises
     ------
@@ -437,6 +470,8 @@ def open_catalogue(
     ((4, 64, 64, 3), ('index', 'ra'))
     >>> str(data.target_names[data.target[5]])
     'Barred Spiral'
+    >>> data.take([7, 2]).shape, data.open_params["crop"]
+    ((2, 64, 64, 3), 64)
     >>> import shutil; shutil.rmtree(d)
     """
     da = import_optional("dask.array", "open_catalogue")
@@ -467,7 +502,15 @@ def open_catalogue(
         n, block = len(cat.files), block_size
         reader = _FolderReader(source, crop, image_size, shape, max_pixels)
         columns["file"] = np.array(cat.names)
-        paths = da.from_array(np.array([str(p) for p in cat.files]), chunks=block)
+        files = np.array([str(p) for p in cat.files])
+        paths = da.from_array(files, chunks=block)
+        if labels_csv not in (None, False):
+            labels_csv = str(Path(labels_csv).expanduser().absolute())
+        folder_params = {
+            "max_pixels": max_pixels,
+            "allow_outside": allow_outside,
+            "encoding": encoding,
+        }
     else:
         kind = "zarr" if source.is_dir() else "hdf5"
         if kind == "hdf5":
@@ -502,7 +545,8 @@ def open_catalogue(
         )
         shape = _framed_shape(reader.window, image_size)
         columns.update(found)
-        paths = None
+        paths = files = None
+        folder_params = {}
 
     rows = da.arange(n, chunks=block, dtype=np.int64)
     images = da.map_blocks(
@@ -536,5 +580,13 @@ def open_catalogue(
         **identifiers,
         source=str(source),
         kind=kind,
+        take=_Take(reader, n, files),
+        open_params={
+            "crop": crop,
+            "image_size": image_size,
+            "labels_csv": labels_csv,
+            "label_column": label_column,
+            **folder_params,
+        },
         DESCR=descr,
     )

@@ -1,62 +1,18 @@
 """A report folder written whole: staged in a sibling folder, then swapped into place.
 
 A reader of the report folder sees the previous complete report or the new complete
-one, never a mix. The new report is written into ``.<name>.tmp-XXXXXXXX`` beside the
-destination and swapped in at the end:
-
-- into an absent or empty folder, by one ``rename`` (atomic);
-- over an earlier report, by one ``renameat2(RENAME_EXCHANGE)`` on Linux (atomic for
-  non-empty folders too); where the system or file system lacks it, by two renames
-  (old report aside, new one in), between which the folder is briefly absent, never
-  mixed. The old report is removed afterwards.
-
-While it writes, a writer holds an ``flock`` on its staging folder, so the next write
-to the same destination removes only the staging folders of writers that died (killed
-mid-write, or between the two renames). A folder that is not a galaxysim report
-(no ``.galaxysim-report`` marker), or a report holding files it did not write
-(a user's notes), is never replaced: that is an error, not deleted data.
+one, never a mix (:class:`galaxysim.utils._staging.StagedFolder` stages and swaps it).
+A folder that is not a galaxysim report (no ``.galaxysim-report`` marker), or a report
+holding files it did not write (a user's notes), is never replaced: that is an error,
+not deleted data.
 """
 
-import contextlib
-import errno
-import json
-import os
-import shutil
-import tempfile
-import time
-import weakref
-from pathlib import Path
-
-from galaxysim import __version__
-from galaxysim.utils._io import _umask, atomic_write
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; stale staging folders go by age only
-    fcntl = None
+from galaxysim.utils._staging import StagedFolder, check_staged_dir
 
 __all__ = ["MARKER", "ReportFolder", "check_report_dir"]
 
 MARKER = ".galaxysim-report"
 """JSON file naming the files of a report; a folder without it is not replaced."""
-
-_STAGING = ".tmp-"
-_STALE_WITHOUT_LOCKS_S = 24 * 3600  # only where flock is missing
-
-
-def _marker_files(folder):
-    """The file names a report's marker lists, or ``None`` when it has no marker."""
-    marker = folder / MARKER
-    if not marker.is_file():
-        return None
-    try:
-        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(
-            f"{folder} has an unreadable {MARKER} file ({exc}), so galaxysim cannot tell "
-            "which files are its report's; remove the folder or choose another one."
-        ) from None
-    return {str(f) for f in files}
 
 
 def check_report_dir(out_dir):
@@ -95,145 +51,10 @@ def check_report_dir(out_dir):
     ...
     ValueError: ... is not a galaxysim report (it has no .galaxysim-report file) ...
     """
-    path = Path(os.fspath(out_dir)).expanduser().resolve()
-    if path.parent == path:
-        raise ValueError(f"a report needs a folder of its own; got the root folder {path}.")
-    try:
-        cwd = Path.cwd().resolve()
-    except OSError:  # the current folder is gone
-        cwd = None
-    if cwd is not None and (path == cwd or path in cwd.parents):
-        raise ValueError(
-            f"the report folder {path} is the current folder or holds it; replacing it "
-            "would pull the folder away from under this process. Name a subfolder."
-        )
-    if not path.exists():
-        return path
-    if not path.is_dir():
-        raise ValueError(
-            f"the report folder {path} exists and is not a folder; name a new folder "
-            "(or an earlier report) to write the report to."
-        )
-    names = set(os.listdir(path))
-    if not names:
-        return path
-    listed = _marker_files(path)
-    if listed is None:
-        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-        raise ValueError(
-            f"{path} is not a galaxysim report (it has no {MARKER} file) and is not empty "
-            f"({shown}); galaxysim replaces only its own reports. Choose a new or empty "
-            "folder, or move its files away."
-        )
-    extra = sorted(names - listed - {MARKER})
-    if extra:
-        shown = ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else "")
-        raise ValueError(
-            f"the report folder {path} holds files that are not part of its report "
-            f"({shown}); writing a new report would delete them. Move them away or "
-            "choose another folder."
-        )
-    return path
+    return check_staged_dir(out_dir, marker=MARKER, what="report")
 
 
-_NO_LOCK = -1  # where flock is missing
-
-
-def _lock(folder):
-    """An fd holding an exclusive flock on ``folder``, or ``None`` when it is taken."""
-    if fcntl is None:
-        return _NO_LOCK
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _unlock(fd):
-    if fd != _NO_LOCK:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _remove_stale(dest):
-    """Remove the staging folders beside ``dest`` whose writers are gone."""
-    prefix = f".{dest.name}{_STAGING}"
-    try:
-        candidates = [p for p in dest.parent.iterdir() if p.name.startswith(prefix)]
-    except OSError:
-        return
-    for path in candidates:
-        with contextlib.suppress(OSError):
-            if path.is_symlink() or not path.is_dir():
-                continue
-            if fcntl is None and time.time() - path.stat().st_mtime < _STALE_WITHOUT_LOCKS_S:
-                continue
-            fd = _lock(path)
-            if fd is None:  # a live writer holds it
-                continue
-            try:
-                shutil.rmtree(path, ignore_errors=True)
-            finally:
-                _unlock(fd)
-
-
-def _new_staging(dest):
-    """Create and lock a fresh staging folder beside ``dest``: ``(path, fd)``."""
-    for _ in range(10):
-        path = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_STAGING}", dir=dest.parent))
-        fd = _lock(path)
-        if fd == _NO_LOCK:
-            return path, fd
-        # a concurrent cleaner may have locked (and removed) it before this writer did
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                if os.path.samestat(os.stat(path), os.fstat(fd)):
-                    return path, fd
-            _unlock(fd)
-    raise OSError(f"could not create a staging folder beside {dest}.")
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a, b):
-    """Swap two paths in one atomic step (Linux ``renameat2``); False where unsupported."""
-    import ctypes
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):  # not glibc/Linux
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
-    renameat2.argtypes += [ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False  # the kernel or the file system cannot exchange
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _fsync_dir(folder):
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _discard(path, fd):
-    shutil.rmtree(path, ignore_errors=True)
-    _unlock(fd)
-
-
-class ReportFolder:
+class ReportFolder(StagedFolder):
     """A report's staging folder, swapped into place whole by :meth:`commit`.
 
     Parameters
@@ -250,54 +71,4 @@ class ReportFolder:
     """
 
     def __init__(self, out_dir):
-        self.dest = check_report_dir(out_dir)
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(self.dest)
-        self.staging, fd = _new_staging(self.dest)
-        self._fd = fd
-        # a staging folder that is never committed goes with this object
-        self._finalizer = weakref.finalize(self, _discard, self.staging, fd)
-
-    def commit(self):
-        """Mark the staged files as a report and swap them into place.
-
-        Returns
-        -------
-        dest : pathlib.Path
-        """
-        check_report_dir(self.dest)  # the user may have added files meanwhile
-        files = sorted(os.listdir(self.staging))
-        with atomic_write(self.staging / MARKER, mode="w") as f:
-            json.dump({"galaxysim": __version__, "files": files}, f, indent=1)
-        mode = self.dest.stat().st_mode & 0o7777 if self.dest.is_dir() else 0o777 & ~_umask()
-        os.chmod(self.staging, mode)  # mkdtemp's is 0700
-        _fsync_dir(self.staging)
-        try:
-            os.rename(self.staging, self.dest)  # absent or empty: one atomic step
-            old = None
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-            if _exchange(self.staging, self.dest):
-                old = self.staging  # now holds the previous report
-            else:
-                # two steps: between them the folder is absent, never mixed; a writer
-                # killed here leaves the old report in a stale staging folder
-                old = self.staging.with_name(self.staging.name + "-old")
-                os.rename(self.dest, old)
-                try:
-                    os.rename(self.staging, self.dest)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        os.rename(old, self.dest)
-                    raise
-        _fsync_dir(self.dest.parent)
-        self._finalizer.detach()
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        _unlock(self._fd)
-        return self.dest
-
-    def discard(self):
-        """Remove the staging folder (nothing is written to the destination)."""
-        self._finalizer()
+        super().__init__(out_dir, marker=MARKER, what="report")

@@ -1,5 +1,7 @@
 """Optional dependencies (the ``dask`` and ``faiss`` extras), imported when first needed.
 
+The ``dask`` extra holds Dask, ``distributed``, zarr and pyarrow (search indexes).
+
 ``import galaxysim`` never imports them, so the package works without the extras; the
 functions that need one import it through :func:`import_optional`, which names the
 extra to install when it is missing.
@@ -9,7 +11,14 @@ import importlib
 
 __all__ = ["import_optional"]
 
-_EXTRA = {"dask": "dask", "dask.array": "dask", "distributed": "dask", "faiss": "faiss"}
+_EXTRA = {
+    "dask": "dask",
+    "dask.array": "dask",
+    "distributed": "dask",
+    "pyarrow": "dask",
+    "pyarrow.parquet": "dask",
+    "faiss": "faiss",
+}
 
 
 def import_optional(name, purpose):

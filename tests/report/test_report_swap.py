@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import galaxysim.report._folder as folder_module
+import galaxysim.utils._staging as folder_module
 from galaxysim.report import Report, SearchResult, check_report_dir, write_search_report
 from galaxysim.report._folder import MARKER
 
@@ -40,7 +40,7 @@ CHILD = (
         import os, sys, time
         from pathlib import Path
         import numpy as np
-        import galaxysim.report._folder as folder
+        import galaxysim.utils._staging as folder
         from galaxysim.report import Report, SearchResult, write_search_report
 
         out, run, stall, ready = sys.argv[1:5]
