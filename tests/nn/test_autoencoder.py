@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import make_blob_images
+from tests.nn.conftest import make_blob_images
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
