@@ -325,50 +325,76 @@ def _min_cos_lower(p, w, e, t, c0, c1):  # pragma: no cover - compiled
     return lo
 
 
-@njit(parallel=True, cache=True)
-def _merge_gemm_sq(P, Q, G, cols, a, b, gidx, qrows, hd, hi):  # pragma: no cover - compiled
-    """Rescore, exactly, the rows whose GEMM squared distance could reach each heap.
+@njit(cache=True)
+def _gemm_rows(
+    P, q, G, cols, gidx, own, cosine, a, b, t, w, e, coef, sq, gn, d, ix
+):  # pragma: no cover
+    """Rescore, exactly, the rows whose GEMM distance could enter one query's heap.
 
-    Column ``c`` of ``P`` is the GEMM dot product with row ``cols[c]``; ``a[i] + b[c]
-    - 2 P[i, c]`` is a lower bound of the exact squared distance (the GEMM's rounding
-    bound taken off), so a row whose bound exceeds the heap's root cannot enter.
+    ``P[c]`` is the GEMM dot product with row ``cols[c]``. ``a + b[c] - 2 P[c]``
+    (squared) or ``min(1 - P[c] w[c] t, 2) - e[c] t - coef`` (cosine) is a lower bound
+    of the exact distance (the GEMM's rounding bound taken off), so a row whose bound
+    exceeds the heap's root cannot enter; blocks of ``_LANES`` rows are screened at
+    once.
     """
-    n = P.shape[1]
-    for i in prange(P.shape[0]):
-        d, ix, own, p, q = hd[i], hi[i], qrows[i], P[i], Q[i]
-        for c0 in range(0, n, _LANES):
-            c1 = min(c0 + _LANES, n)
-            if a[i] + _min_sq_lower(p, b, c0, c1) > d[0]:
+    n = len(P)
+    for c0 in range(0, n, _LANES):
+        c1 = min(c0 + _LANES, n)
+        if cosine:
+            lowest = _min_cos_lower(P, w, e, t, c0, c1) - coef
+        else:
+            lowest = a + _min_sq_lower(P, b, c0, c1)
+        if lowest > d[0]:
+            continue
+        for c in range(c0, c1):
+            j = gidx[c]
+            if cosine:
+                lower = min(1.0 - np.float64(P[c]) * w[c] * t, 2.0) - e[c] * t - coef
+            else:
+                lower = a + (b[c] - 2.0 * np.float64(P[c]))
+            if j == own or lower > d[0]:
                 continue
-            for c in range(c0, c1):
-                j = gidx[c]
-                if j == own or a[i] + (b[c] - 2.0 * np.float64(p[c])) > d[0]:
-                    continue
-                v = _sq_pair(q, G[cols[c]])
-                if v < d[0] or (v == d[0] and j < ix[0]):
-                    _sift(d, ix, len(d), v, j)
+            r = cols[c]
+            if cosine:
+                v = _cosine_value(_dot_pair(q, G[r]), sq * np.sqrt(gn[r]))
+            else:
+                v = _sq_pair(q, G[r])
+            if v < d[0] or (v == d[0] and j < ix[0]):
+                _sift(d, ix, len(d), v, j)
 
 
 @njit(parallel=True, cache=True)
-def _merge_gemm_cos(P, Q, G, cols, qn, gn, t, w, e, coef, gidx, qrows, hd, hi):  # pragma: no cover
-    """The cosine version: ``min(1 - P w t, 2) - e t - coef`` bounds the distance below."""
-    n = P.shape[1]
-    for i in prange(P.shape[0]):
-        d, ix, own, p, q = hd[i], hi[i], qrows[i], P[i], Q[i]
-        ti, sq = t[i], np.sqrt(qn[i])
-        for c0 in range(0, n, _LANES):
-            c1 = min(c0 + _LANES, n)
-            if _min_cos_lower(p, w, e, ti, c0, c1) - coef > d[0]:
-                continue
-            for c in range(c0, c1):
-                j = gidx[c]
-                lower = min(1.0 - np.float64(p[c]) * w[c] * ti, 2.0) - e[c] * ti - coef
-                if j == own or lower > d[0]:
-                    continue
-                r = cols[c]
-                v = _cosine_value(_dot_pair(q, G[r]), sq * np.sqrt(gn[r]))
-                if v < d[0] or (v == d[0] and j < ix[0]):
-                    _sift(d, ix, len(d), v, j)
+def _gemm_scan(  # pragma: no cover - compiled
+    Qg, Q, G, cols, contiguous, gidx, qrows, cosine, a, b, t, w, e, coef, qn, gn, hd, hi,
+    n_groups, inner,
+):  # fmt: skip
+    """GEMM-filtered top-k of float rows ``cols``, in one parallel region.
+
+    Each thread takes a group of queries and walks the rows in sub-tiles of ``inner``:
+    a GEMM on one BLAS thread (the caller limits BLAS), then :func:`_gemm_rows`. One
+    region per scan, not one per tile: a busy machine delays every region's start.
+    """
+    m, n = Qg.shape[0], len(cols)
+    step = (m + n_groups - 1) // n_groups
+    for g in prange(n_groups):
+        lo, up = g * step, min(m, (g + 1) * step)
+        if lo >= up:
+            continue
+        for s0 in range(0, n, inner):
+            s1 = min(s0 + inner, n)
+            if contiguous:
+                Gs = G[cols[s0] : cols[s0] + s1 - s0]
+            else:  # a sparse selection: gather one sub-tile
+                Gs = np.empty((s1 - s0, G.shape[1]), G.dtype)
+                for r in range(s1 - s0):
+                    Gs[r] = G[cols[s0 + r]]
+            P = np.dot(Qg[lo:up], Gs.T)
+            for i in range(lo, up):
+                sq = np.sqrt(qn[i])
+                _gemm_rows(
+                    P[i - lo], Q[i], G, cols[s0:s1], gidx[s0:s1], qrows[i], cosine, a[i],
+                    b[s0:s1], t[i], w[s0:s1], e[s0:s1], coef, sq, gn, hd[i], hi[i],
+                )  # fmt: skip
 
 
 @njit(cache=True)
@@ -484,7 +510,7 @@ def _ssd_by_gallery_u8(Q, G, rows, starts, qi, out):  # pragma: no cover - compi
             out[p] = acc
 
 
-_GEMM_TILE = 8 * 2**20  # bytes of a GEMM tile, at most
+_GEMM_TILE = 2**20  # bytes of one thread's GEMM sub-tile: stays in cache
 _CONTIGUOUS_FRACTION = 0.75  # GEMM over a tile's whole row range above this share
 
 
@@ -708,6 +734,7 @@ def _serial_blas(scan):
     if not scan.uses_blas:
         return contextlib.nullcontext()
     if not _BLAS:
+        import scipy.linalg.cython_blas  # noqa: F401 - the BLAS of numba's np.dot
         from threadpoolctl import ThreadpoolController
 
         _BLAS.append(ThreadpoolController())
@@ -791,7 +818,6 @@ class _Scan:
             self.pair_bytes = 1 if metric == "maxabs" else 4
         elif metric in ("cosine", *_SQ_METRICS) and self._gemm_safe():
             self.kind = "gemm"
-            self.pair_bytes, self.copy_bytes = G.itemsize, G.itemsize * G.shape[1]
         else:
             self.kind, self.pair_bytes = "raw", 32 if metric == "cosine" else 8
 
@@ -825,8 +851,9 @@ class _Scan:
         return self.kind == "gemm" or self.prune
 
     def rows_per_tile(self, budget):
-        if self.kind == "gemm":  # small tiles stay in cache: faster here, not slower
-            budget = min(budget, _GEMM_TILE)
+        if self.kind == "gemm":  # half for the per-row arrays, half for the kernel's sub-tiles
+            self.budget = budget // 2
+            return max(1, self.budget // 48)
         return max(1, budget // (len(self.Q) * self.pair_bytes + self.copy_bytes))
 
     def scan(self, cols):
@@ -856,24 +883,28 @@ class _Scan:
                 _manhattan_u8(Q, index.X, cols, out)
             self._merge(_merge_raw, out, gidx, self.qrows, self.hd, self.hi)
         elif self.kind == "gemm":
-            G = index.X
-            contiguous = cols[-1] - cols[0] + 1 == len(cols)
-            Gc = G[cols[0] : cols[-1] + 1] if contiguous else G[cols]  # a tile at most
-            P = self.Qg @ Gc.T
             gn = index.norms[cols]
             gabs = self.abs0 + self.abs1 * np.sqrt(gn)
-            if self.metric == "cosine":
+            cosine = self.metric == "cosine"
+            if cosine:
                 with np.errstate(divide="ignore"):
                     w = np.where(gn > 0, 1.0 / np.sqrt(gn), 0.0)
-                self._merge(
-                    _merge_gemm_cos,
-                    P, Q, G, cols, self.qn, index.norms, self.t, w, gabs * w, self.coef,
-                    gidx, self.qrows, self.hd, self.hi,
-                )  # fmt: skip
+                b, e = w[:0], gabs * w
             else:
+                w = e = gn[:0]
                 b = gn * (1 - self.coef) - gabs
-                args = (P, Q, G, cols, self.a, b, gidx, self.qrows, self.hd, self.hi)
-                self._merge(_merge_gemm_sq, *args)
+            contiguous = cols[-1] - cols[0] + 1 == len(cols)
+            n_groups = min(len(Q), numba.get_num_threads())
+            group = -(-len(Q) // n_groups)
+            # per thread: a sub-tile of products and, for a sparse selection, of rows
+            per_row = (group + index.X.shape[1]) * index.X.itemsize * n_groups
+            inner = max(1, min(_GEMM_TILE // (group * index.X.itemsize), self.budget // per_row))
+            self._merge(
+                _gemm_scan,
+                self.Qg, Q, index.X, cols, contiguous, gidx, self.qrows, cosine, self.a, b,
+                self.t, w, e, self.coef, self.qn, index.norms, self.hd, self.hi, n_groups,
+                inner,
+            )  # fmt: skip
         else:
             raw = _raw_block(Q, index, self.metric, cols)
             self._merge(_merge_raw, raw, gidx, self.qrows, self.hd, self.hi)
