@@ -757,7 +757,7 @@ def pairwise_distances(Q, G, metric="mse", *, n_jobs=None, working_memory=None):
         setting (all cores unless configured otherwise).
     working_memory : float, default=None
         MiB that the temporaries of one chunk of queries may take, besides the result
-        itself; ``None``: :data:`WORKING_MEMORY`.
+        itself; ``None``: 256 (:data:`WORKING_MEMORY`).
 
     Returns
     -------
