@@ -14,6 +14,7 @@ from galaxysim.utils._sklearn_compat import (
     fit_context,
     n_jobs_constraint,
     positive_int,
+    positive_real,
 )
 
 __all__ = ["NearestGalaxy"]
@@ -48,7 +49,15 @@ callable, default="mse"
     n_jobs : int, default=None
         Threads of the distance kernels, with joblib's meaning (``-1``: all cores).
         ``None`` keeps numba's setting: all cores unless configured otherwise (like the
-        OpenMP kernels of scikit-learn's brute-force search).
+        OpenMP kernels of scikit-learn's brute-force search). Matrix products run on
+        one BLAS thread between the parallel kernels, as in scikit-learn's search;
+        BLAS's setting is restored afterwards.
+    working_memory : float, default=None
+        Memory in MiB that the temporary distance tiles of a search may take, like
+        scikit-learn's ``working_memory``; ``None``: 256. Queries are compared with
+        the catalogue in tiles of queries x rows sized to it and the best rows of each
+        query are kept as the tiles pass, so a search needs about this much besides
+        its result, whatever the size of the catalogue. Results do not depend on it.
 
     Attributes
     ----------
@@ -66,7 +75,15 @@ callable, default="mse"
     Notes
     -----
     Ties are broken by catalogue index: among equal distances the lower index comes
-    first, so results never depend on thread scheduling or chunk sizes.
+    first, so results never depend on thread scheduling or tile sizes.
+
+    Float rows are compared in float64: sums of squared or absolute differences, and
+    dot products for ``"cosine"``. Under ``"mse"``, ``"euclidean"``, ``"sqeuclidean"``
+    and ``"cosine"``, a matrix product (BLAS, in the rows' dtype) first bounds every
+    distance, with a rigorous margin for its rounding; only the rows that can still
+    rank are computed exactly, so results are the same as without it. A search
+    ``within`` some labels reads only their rows: it never copies the selection (the
+    matrix products gather at most one tile of it).
 
     Examples
     --------
@@ -87,12 +104,14 @@ callable, default="mse"
         "n_neighbors": [positive_int()],
         "metric": [StrOptions(set(METRICS)), callable],
         "n_jobs": n_jobs_constraint(),
+        "working_memory": [None, positive_real()],
     }
 
-    def __init__(self, n_neighbors=10, *, metric="mse", n_jobs=None):
+    def __init__(self, n_neighbors=10, *, metric="mse", n_jobs=None, working_memory=None):
         self.n_neighbors = n_neighbors
         self.metric = metric
         self.n_jobs = n_jobs
+        self.working_memory = working_memory
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -148,15 +167,16 @@ callable, default="mse"
             self._y = None
         return self
 
-    def _n(self, n_neighbors, available):
+    def _n(self, n_neighbors, available, *, self_query=False):
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         if not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"n_neighbors must be a positive int; got {k!r}.")
         if k > available:
+            others = " besides each row itself" if self_query else ""
             raise ValueError(
                 f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
                 f"n_samples_fit = {available}: the catalogue (or the chosen labels) has "
-                f"only {available} candidates."
+                f"only {available} candidates{others}."
             )
         return int(k)
 
@@ -206,18 +226,9 @@ callable, default="mse"
         X = self._index.X if self_query else self._validate_rows(X, reset=False)
         rows = None if within is None else np.flatnonzero(self._label_mask(within))
         n_candidates = self.n_samples_fit_ if rows is None else len(rows)
-        k = self._n(n_neighbors, n_candidates - (1 if self_query and rows is None else 0))
-        if self_query and rows is not None:
-            # each row may or may not be among the candidates: search one more, drop it
-            dist, ind = self._search(X, min(k + 1, n_candidates), rows)
-            keep = ind != np.arange(len(X))[:, None]
-            if (keep.sum(axis=1) < k).any():
-                raise ValueError(f"Fewer than {k} other rows carry the chosen labels.")
-            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-            dist = np.take_along_axis(dist, order, axis=1)
-            ind = np.take_along_axis(ind, order, axis=1)
-        else:
-            dist, ind = self._search(X, k, rows, exclude_self=self_query)
+        # a self-query excludes each row; some rows are always among the candidates
+        k = self._n(n_neighbors, n_candidates - int(self_query), self_query=self_query)
+        dist, ind = self._search(X, k, rows, exclude_self=self_query)
         return (dist, ind) if return_distance else ind
 
     def nearest_per_class(self, X, *, return_distance=True):
@@ -251,19 +262,29 @@ callable, default="mse"
         X = self._validate_rows(X, reset=False)
         dist = np.empty((len(X), len(self.classes_)))
         ind = np.empty((len(X), len(self.classes_)), dtype=np.intp)
-        for c in range(len(self.classes_)):
-            d, i = self._search(X, 1, np.flatnonzero(self._y == c))
+        # each label's rows, in catalogue order: every row is read once in all
+        order = np.argsort(self._y, kind="stable")
+        bounds = np.cumsum(np.bincount(self._y, minlength=len(self.classes_)))[:-1]
+        for c, rows in enumerate(np.split(order, bounds)):
+            d, i = self._search(X, 1, rows)
             dist[:, c], ind[:, c] = d[:, 0], i[:, 0]
         return (dist, ind) if return_distance else ind
 
     def _search(self, X, k, rows, *, exclude_self=False):
         """Exact top-k of validated queries among catalogue ``rows`` (None: all).
 
-        Returned indices refer to the whole catalogue.
+        The rows are searched in place (no copy); indices refer to the whole catalogue.
         """
-        index = self._index if rows is None else self._index.subset(rows)
-        dist, ind = topk(X, index, k, self.metric, exclude_self=exclude_self, n_jobs=self.n_jobs)
-        return dist, (ind if rows is None else rows[ind])
+        return topk(
+            X,
+            self._index,
+            k,
+            self.metric,
+            rows=rows,
+            exclude_self=exclude_self,
+            n_jobs=self.n_jobs,
+            working_memory=self.working_memory,
+        )
 
     def catalogue_labels(self):
         """Labels of the catalogue rows, as given to ``fit``.
