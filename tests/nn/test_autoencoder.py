@@ -3,12 +3,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from tests.nn.conftest import make_blob_images
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 
 from galaxysim.nn import AEEncoder
+from tests.nn.conftest import make_blob_images
 
 FAST = {"latent_dim": 8, "max_epochs": 1, "batch_size": 16, "random_state": 0}
 

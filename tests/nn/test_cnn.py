@@ -4,13 +4,13 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from tests.nn.conftest import make_blob_images
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 
 from galaxysim import GALAXY10_GROUPS
 from galaxysim.nn import CNNScorer
+from tests.nn.conftest import make_blob_images
 
 FAST = {"max_epochs": 1, "batch_size": 16, "random_state": 0}
 
