@@ -104,7 +104,11 @@ def test_cnn_search_compares_class_scores(model_dir):
 def _copy(folder, tmp_path, name="models"):
     copy = tmp_path / name
     shutil.copytree(folder, copy)
-    return copy, {p.name: p.read_bytes() for p in copy.iterdir()}
+    return copy, _files(copy)
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
 def _interrupt_in_epoch(monkeypatch, net_cls_name):
@@ -130,8 +134,8 @@ def test_ctrl_c_during_training_keeps_every_saved_model(model_dir, tmp_path, mon
     assert code == 130
     err = capsys.readouterr().err
     assert "cnn: trained" in err and "ae: trained" not in err and "saved" not in err
-    assert err.strip().endswith("galaxysim: interrupted")
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert err.strip().endswith("galaxysim train: interrupted")
+    assert _files(folder) == before
 
 
 def test_a_run_stopped_while_moving_its_models_is_refused(model_dir, tmp_path, monkeypatch, capsys):
@@ -312,7 +316,7 @@ def test_a_model_of_another_catalogue_is_used_with_a_warning(model_dir, capsys):
     out, err = capsys.readouterr()
     assert code == 0 and "ae: top 10" in out
     assert re.search(
-        r"galaxysim: warning: \S+ae\.safetensors was trained on another catalogue "
+        r"galaxysim search: warning: \S+ae\.safetensors was trained on another catalogue "
         r"\(60 uint8 images of 32x32x3\) than this one \(60 uint8 images of 32x32x3\)",
         err,
     ), err
