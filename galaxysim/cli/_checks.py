@@ -251,7 +251,7 @@ _OPTION_OF = {
 _FLAGS = {"--allow-outside"}  # options without a value
 _PARAMETER = re.compile(
     r"\b(" + "|".join(_OPTION_OF) + r")"
-    r"(?:=(None|False|'[^']*'|\"[^\"]*\"|<[^>]*>|[\w.]+)?(?=[\s,.;:)]|$)|(?= (?:<=|>=|<|>|must\b)))"
+    r"(?:=(None|False|True|'[^']*'|\"[^\"]*\"|<[^>]*>|[\w.]+)?(?=[\s,.;:)]|$)|(?= (?:<=|>=|<|>|must\b)))"
 )
 
 
@@ -266,8 +266,15 @@ def _option_text(match):
     return f"{option} {value.strip(chr(39) + chr(34))}"
 
 
+# advice in words the translation below does not catch, or that only a Python caller
+# can follow (the command has no such option value): its text for the command
+_REPHRASED = ((re.compile(r"a smaller image_size \(or a smaller crop with image_size=None\)"),
+               "a smaller --image-size"),)  # fmt: skip
+
+
 def cli_message(text):
-    """``text`` with the parameters the command sets spelled as its options.
+    """``text`` with the parameters the command sets spelled as its options (and
+    advice that only a Python caller could follow left out).
 
     Examples
     --------
@@ -277,5 +284,10 @@ def cli_message(text):
     'Pass --label-column NAME, or --on-error skip.'
     >>> cli_message("pass allow_outside=True; encoding='latin-1'; a larger max_pixels=, or")
     'pass --allow-outside; --encoding latin-1; a larger --max-pixels, or'
+    >>> cli_message("Choose a smaller image_size (or a smaller crop with image_size=None).")
+    'Choose a smaller --image-size.'
     """
-    return _PARAMETER.sub(_option_text, str(text))
+    text = str(text)
+    for pattern, replacement in _REPHRASED:
+        text = pattern.sub(replacement, text)
+    return _PARAMETER.sub(_option_text, text)

@@ -4,10 +4,19 @@ Argument parsing and composition of library calls only. galaxysim writes "catalo
 everywhere; the options keep the shorter spelling of astronomy command lines and
 query tools, ``--catalog`` and ``--n-catalog``.
 
+Results are traceable: every neighbour carries its catalogue row index, its file
+(folders, relative to the folder), ``ra``/``dec``/``redshift`` (Galaxy10 DECaLS files)
+and its label name, in the printed tables, ``results.csv`` (columns ``method, rank,
+index, file, ra, dec, redshift, label, distance``, empty where the catalogue lacks one,
+and ``query`` last when there are several queries), ``results.json`` and the report. A
+query may be a catalogue galaxy (``index:N``, ``file:NAME``, ``radec:RA,DEC``): it is
+searched as its catalogue image and left out of its own neighbours.
+
 Everything that can be checked without the data is checked right after parsing
 (:func:`check_args`): numbers under their options' names, the files to read, the
 folders and files to write, saved models. Exit status: 0, 2 for a user error (one
-line on stderr), 130 for Ctrl-C (no file half-written, no model replaced), 141 when
+line on stderr, ``galaxysim <command>: error: ...``; warnings ``galaxysim <command>:
+warning: ...``), 130 for Ctrl-C (no file half-written, no model replaced), 141 when
 the reader of stdout went away (``galaxysim search | head -1``; the files asked for
 are still written).
 """

@@ -239,7 +239,9 @@ def add_neighbours(
 
 
 def add_query(report, query, results, *, catalogue_images, heading, file_prefix="montage_"):
-    """Add one query's section: what it is, then every method's montage and table.
+    """Add one query's section: how it was given (its name, when that is not its
+    description, which ``heading`` should say), its note, then every method's montage
+    and ranked table.
 
     Parameters
     ----------
@@ -267,9 +269,9 @@ def add_query(report, query, results, *, catalogue_images, heading, file_prefix=
         )
         for res in results
     ]
-    report.add_section(
-        heading, "query.html", description=query.description, note=query.note, blocks=blocks
-    )
+    # the heading says what the query is; the caption how it was given, when that differs
+    given = query.name if query.description and query.name != query.description else ""
+    report.add_section(heading, "query.html", given=given, note=query.note, blocks=blocks)
 
 
 def add_scores(report, results, *, y, label_names=None):
