@@ -18,6 +18,9 @@ NO_LABELS = "none"
 
 QUERY_KEYWORDS = ("milkyway", "milkyway-illustration")
 
+MEMBER_PREFIXES = ("index:", "file:", "radec:")
+"""Queries that name a catalogue member (``index:N``, ``file:NAME``, ``radec:RA,DEC``)."""
+
 MAX_GENERATED = 1024
 """Most images ``generate`` draws into one PNG grid."""
 
@@ -43,6 +46,13 @@ _NUMBER_RULES = (
     ("scale", "--scale", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
     ("epochs", "--epochs", lambda v: v >= 1, "at least 1"),
     ("folds", "--folds", lambda v: v >= 2, "at least 2"),
+    (
+        "radec_tol",
+        "--radec-tol",
+        lambda v: math.isfinite(v) and v > 0,
+        "a positive number (arcsec)",
+    ),
+    ("max_pixels", "--max-pixels", lambda v: v >= 1, "at least 1"),
 )
 
 
@@ -118,15 +128,55 @@ def check_input(path, option, *, folder_ok=False):
         raise UserError(str(exc)) from None
 
 
-def check_query(text, option):
-    """``--query``/``--like``: a keyword or a regular image file."""
+def parse_index(text, option="--query"):
+    """The row of ``index:N``."""
+    body = text[len("index:") :].strip()
+    if not body.isdigit():
+        raise UserError(f"{option} {text!r}: expected index:N, a catalogue row from 0.")
+    return int(body)
+
+
+def parse_radec(text, option="--query"):
+    """``(ra, dec)`` in degrees of ``radec:RA,DEC``, checked (RA 0-360, DEC -90-90)."""
+    parts = text[len("radec:") :].replace(" ", "").split(",")
+    try:
+        ra, dec = (float(p) for p in parts)
+    except ValueError:
+        raise UserError(
+            f"{option} {text!r}: expected radec:RA,DEC in degrees, e.g. radec:150.1,2.2."
+        ) from None
+    if not (math.isfinite(ra) and 0 <= ra <= 360 and math.isfinite(dec) and -90 <= dec <= 90):
+        raise UserError(
+            f"{option} {text!r}: RA must be in 0-360 and DEC in -90-90 degrees; got "
+            f"RA {ra:g}, DEC {dec:g}."
+        )
+    return ra, dec
+
+
+def check_query(text, option, *, folder_ok=False):
+    """``--query``/``--like``: a keyword, a catalogue member (``index:N``, ``file:NAME``,
+    ``radec:RA,DEC``, checked for form only: the catalogue is not read yet), a regular
+    image file, or with ``folder_ok`` a folder of images."""
     if text in QUERY_KEYWORDS:
         return
+    if text.startswith("index:"):
+        parse_index(text, option)
+        return
+    if text.startswith("radec:"):
+        parse_radec(text, option)
+        return
+    if text.startswith("file:"):
+        if not text[len("file:") :].strip():
+            raise UserError(f"{option} {text!r}: expected file:NAME, an image of the catalogue.")
+        return
     path = Path(text)
+    if folder_ok and path.is_dir():
+        return
     if not path.is_file():  # False for folders, FIFOs and missing paths
         raise UserError(
-            f"{option} {text!r} is neither `milkyway`, `milkyway-illustration` nor an "
-            "existing image file."
+            f"{option} {text!r} is neither `milkyway`, `milkyway-illustration`, a catalogue "
+            f"member (index:N, file:NAME, radec:RA,DEC) nor an existing image file"
+            f"{' or folder of images' if folder_ok else ''}."
         )
 
 
@@ -194,16 +244,20 @@ _OPTION_OF = {
     "labels_csv": "--labels-csv",
     "on_error": "--on-error",
     "fill_fraction": "--reframe",
+    "max_pixels": "--max-pixels",
+    "allow_outside": "--allow-outside",
+    "encoding": "--encoding",
 }
+_FLAGS = {"--allow-outside"}  # options without a value
 _PARAMETER = re.compile(
     r"\b(" + "|".join(_OPTION_OF) + r")"
-    r"(?:=(None|False|'[^']*'|\"[^\"]*\"|<[^>]*>|[\w.]+)?(?=[\s,.;:)]|$)|(?= (?:<=|>=|<|>|must\b)))"
+    r"(?:=(None|False|True|'[^']*'|\"[^\"]*\"|<[^>]*>|[\w.]+)?(?=[\s,.;:)]|$)|(?= (?:<=|>=|<|>|must\b)))"
 )
 
 
 def _option_text(match):
     option, value = _OPTION_OF[match[1]], match[2]
-    if match[0] == match[1] or value is None:  # "crop <= 40", "Pass crop= and/or ..."
+    if match[0] == match[1] or value is None or option in _FLAGS:  # "crop <= 40", "crop= and"
         return option
     if value in ("None", "False"):
         value = "none"
@@ -212,8 +266,15 @@ def _option_text(match):
     return f"{option} {value.strip(chr(39) + chr(34))}"
 
 
+# advice in words the translation below does not catch, or that only a Python caller
+# can follow (the command has no such option value): its text for the command
+_REPHRASED = ((re.compile(r"a smaller image_size \(or a smaller crop with image_size=None\)"),
+               "a smaller --image-size"),)  # fmt: skip
+
+
 def cli_message(text):
-    """``text`` with the parameters the command sets spelled as its options.
+    """``text`` with the parameters the command sets spelled as its options (and
+    advice that only a Python caller could follow left out).
 
     Examples
     --------
@@ -221,5 +282,12 @@ def cli_message(text):
     '--crop 64 is larger than the 40x40 images. Choose --crop <= 40, or --crop none.'
     >>> cli_message("Pass label_column=<name>, or on_error='skip'.")
     'Pass --label-column NAME, or --on-error skip.'
+    >>> cli_message("pass allow_outside=True; encoding='latin-1'; a larger max_pixels=, or")
+    'pass --allow-outside; --encoding latin-1; a larger --max-pixels, or'
+    >>> cli_message("Choose a smaller image_size (or a smaller crop with image_size=None).")
+    'Choose a smaller --image-size.'
     """
-    return _PARAMETER.sub(_option_text, str(text))
+    text = str(text)
+    for pattern, replacement in _REPHRASED:
+        text = pattern.sub(replacement, text)
+    return _PARAMETER.sub(_option_text, text)

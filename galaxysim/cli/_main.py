@@ -4,15 +4,25 @@ Argument parsing and composition of library calls only. galaxysim writes "catalo
 everywhere; the options keep the shorter spelling of astronomy command lines and
 query tools, ``--catalog`` and ``--n-catalog``.
 
+Results are traceable: every neighbour carries its catalogue row index, its file
+(folders, relative to the folder), ``ra``/``dec``/``redshift`` (Galaxy10 DECaLS files)
+and its label name, in the printed tables, ``results.csv`` (columns ``method, rank,
+index, file, ra, dec, redshift, label, distance``, empty where the catalogue lacks one,
+and ``query`` last when there are several queries), ``results.json`` and the report. A
+query may be a catalogue galaxy (``index:N``, ``file:NAME``, ``radec:RA,DEC``): it is
+searched as its catalogue image and left out of its own neighbours.
+
 Everything that can be checked without the data is checked right after parsing
 (:func:`check_args`): numbers under their options' names, the files to read, the
 folders and files to write, saved models. Exit status: 0, 2 for a user error (one
-line on stderr), 130 for Ctrl-C (no file half-written, no model replaced), 141 when
+line on stderr, ``galaxysim <command>: error: ...``; warnings ``galaxysim <command>:
+warning: ...``), 130 for Ctrl-C (no file half-written, no model replaced), 141 when
 the reader of stdout went away (``galaxysim search | head -1``; the files asked for
 are still written).
 """
 
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
@@ -20,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxysim import GALAXY10_CLASSES, __version__
+from galaxysim import __version__
+from galaxysim.cli._catalogue import DEFAULT_RADEC_TOL, Catalogue, find_member, load_catalogue
 from galaxysim.cli._checks import (
+    MEMBER_PREFIXES,
     NO_LABELS,
     WHOLE_FRAME,
     UserError,
@@ -38,7 +50,7 @@ from galaxysim.cli._checks import (
 )
 from galaxysim.pipeline import DEEP_METHODS, METHODS
 
-__all__ = ["UserError", "build_parser", "check_args", "main"]
+__all__ = ["Catalogue", "UserError", "build_parser", "check_args", "load_catalogue", "main"]
 
 DEFAULT_CATALOGUE_SIZE = 3000
 DEFAULT_SEED = 0
@@ -60,7 +72,23 @@ def _add_data_options(p):
         "--on-error",
         choices=("raise", "skip"),
         default="raise",
-        help="an unreadable image in a folder is an error (raise, the default) or is skipped",
+        help="an unreadable image of a folder, or one its CSV names that is missing, is an "
+        "error (raise, the default) or is skipped",
+    )
+    p.add_argument(
+        "--encoding", default="utf-8", help="text encoding of the labels CSV (default: utf-8)"
+    )
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="let a labels CSV you trust name images outside its folder and the image folder",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="largest image read, in pixels (default: twice the limit of Pillow, a guard "
+        "against decompression bombs)",
     )
     p.add_argument(
         "--crop",
@@ -97,33 +125,52 @@ def build_parser():
     _add_data_options(s)
     s.add_argument(
         "--query",
-        default="milkyway",
-        help="`milkyway`, `milkyway-illustration` or an image file (default: %(default)s)",
+        action="append",
+        default=None,
+        help="`milkyway`, `milkyway-illustration`, an image file, a folder of images (each "
+        "a query), or a catalogue galaxy: `index:N` (its row, from 0), `file:NAME` (an "
+        "image of a folder catalogue, by relative path, or by name when unique) or "
+        "`radec:RA,DEC` (degrees; the nearest catalogue galaxy within --radec-tol). "
+        "Repeat for several queries: one section each in the report, a `query` column "
+        "in results.csv. A catalogue galaxy is searched as its catalogue image and is "
+        "left out of its own neighbours (default: milkyway)",
     )
+    _add_radec_tol(s)
     s.add_argument(
         "--reframe",
         type=float,
         default=None,
         metavar="FRACTION",
-        help="shrink the query to this fraction of the frame and pad it onto "
-        "dark sky (for images whose galaxy fills the frame)",
+        help="shrink each query image to this fraction of the frame and pad it onto "
+        "dark sky (for images whose galaxy fills the frame; not catalogue galaxies)",
     )
     s.add_argument(
         "--method",
         default="mse,maxabs",
         help=f"comma list of {', '.join(METHODS)} (default: %(default)s)",
     )
-    s.add_argument("-k", "--k", type=int, default=10, dest="k", help="neighbours to show")
+    s.add_argument(
+        "-k",
+        "--k",
+        type=int,
+        default=None,
+        dest="k",
+        help="neighbours to show (default: 10; with --per-class, 1 of each label)",
+    )
     s.add_argument(
         "--per-class",
         action="store_true",
-        help="show the closest galaxy of every label instead of the top k",
+        help="show the k closest galaxies of every label (ranked within it) instead of "
+        "the top k; with --within, of that label only",
     )
     s.add_argument(
         "--within", metavar="LABEL", help="search only galaxies with this label (name or number)"
     )
     s.add_argument(
-        "--out", help="write results.csv, montages and index.html into this folder (created)"
+        "--out",
+        help="write results.csv (columns method, rank, index, file, ra, dec, redshift, "
+        "label, distance, and query for several queries), results.json, montages and "
+        "index.html into this folder (created)",
     )
     _add_model_options(s)
 
@@ -151,8 +198,10 @@ def build_parser():
     g.add_argument(
         "--like",
         default=None,
-        help="`milkyway`, `milkyway-illustration` or an image file (default: samples from noise)",
+        help="`milkyway`, `milkyway-illustration`, an image file or a catalogue galaxy "
+        "(index:N, file:NAME, radec:RA,DEC) (default: samples from noise)",
     )
+    _add_radec_tol(g)
     g.add_argument("--n", type=int, default=16, help="number of images (default: 16)")
     g.add_argument(
         "--scale",
@@ -194,8 +243,11 @@ def build_parser():
         "--query",
         default="milkyway",
         help="query of the report's neighbour montages and generated images: "
-        "`milkyway`, `milkyway-illustration` or an image file (default: %(default)s)",
+        "`milkyway`, `milkyway-illustration`, an image file or a catalogue galaxy "
+        "(index:N, file:NAME, radec:RA,DEC; left out of its own neighbours) "
+        "(default: %(default)s)",
     )
+    _add_radec_tol(e)
     e.add_argument(
         "--out",
         default="report/evaluate",
@@ -203,6 +255,17 @@ def build_parser():
     )
     e.set_defaults(model_dir=None, reframe=None)  # never reuse models across folds
     return parser
+
+
+def _add_radec_tol(p):
+    p.add_argument(
+        "--radec-tol",
+        type=float,
+        default=DEFAULT_RADEC_TOL,
+        metavar="ARCSEC",
+        help="how far from radec:RA,DEC the catalogue galaxy may lie (great-circle "
+        "distance, arcsec; default: %(default)g)",
+    )
 
 
 def _add_model_options(p, required=False):
@@ -213,7 +276,9 @@ def _add_model_options(p, required=False):
         "here. Each model file records its training run and the catalogue it was trained "
         "on; a file that models.json does not list (a train stopped while it moved its "
         "models in) is refused, one trained on images of another size too, and one "
-        "trained on another catalogue is used with a warning",
+        "trained on another catalogue is used with a warning. `search` caches the "
+        "catalogue's embeddings in its cache/ folder (keyed by model file and catalogue), "
+        "so the next search with them does not encode the catalogue again",
     )
     p.add_argument(
         "--epochs",
@@ -224,56 +289,25 @@ def _add_model_options(p, required=False):
 
 
 # ------------------------------------------------------------------ data
-def load_catalogue(args):
-    """Return (images, labels, label names, description)."""
-    from galaxysim.datasets import load_galaxy10, load_image_folder, make_galaxies
+def load_query(args, X, option="--query", spec=None):
+    """Return the query image (1, s, s, 3), of the catalogue ``X``'s shape, and a description.
 
-    verbose = not args.quiet
-    crop = None if args.crop == WHOLE_FRAME else args.crop
-    if args.catalogue is None:
-        X, y = make_galaxies(args.n_catalogue, image_size=args.image_size, random_state=args.seed)
-        desc = f"built-in procedural catalogue ({args.n_catalogue} galaxies, seed {args.seed})"
-        return X, y, list(GALAXY10_CLASSES), desc
-    path = Path(args.catalogue)
-    if not path.exists():
-        raise UserError(f"catalogue {path} does not exist.")
-    if path.is_dir():
-        bunch = load_image_folder(
-            path,
-            labels_csv=False if args.labels_csv == NO_LABELS else args.labels_csv,
-            label_column=args.label_column,
-            crop=crop,
-            image_size=args.image_size,
-            on_error=args.on_error,
-            n_jobs=-1,  # reading and decoding release the GIL: use every core
-            verbose=verbose,
-        )
-    else:
-        bunch = load_galaxy10(
-            path,
-            crop=64 if args.crop is None else crop,
-            image_size=args.image_size,
-            verbose=verbose,
-        )
-    names = [str(n) for n in bunch.target_names] if bunch.target is not None else []
-    return bunch.images, bunch.target, names, f"{path} ({len(bunch.images)} images)"
-
-
-def load_query(args, X, option="--query"):
-    """Return the query image (1, s, s, 3), of the catalogue ``X``'s shape, and a description."""
+    ``spec``: a keyword or an image file (default: ``args.query``).
+    """
     from galaxysim.datasets import load_milky_way
     from galaxysim.utils._image import frame_images, reframe_images
 
-    if args.query == "milkyway":
+    spec = args.query if spec is None else spec
+    if spec == "milkyway":
         q, desc = load_milky_way(kind="model", image_size=args.image_size), "Milky Way model"
-    elif args.query == "milkyway-illustration":
+    elif spec == "milkyway-illustration":
         q = load_milky_way(kind="illustration", image_size=args.image_size)
         desc = "Milky Way illustration (NASA/JPL-Caltech), reframed"
     else:
-        check_query(args.query, option)
-        path = Path(args.query)
+        check_query(spec, option)
+        path = Path(spec)
         crop = None if args.crop == WHOLE_FRAME else args.crop
-        image = _read_image(path)  # (1, H, W, C)
+        image = _read_image(path, getattr(args, "max_pixels", None))  # (1, H, W, C)
         height, width = image.shape[-3:-1]
         if crop is not None and crop > min(height, width):
             raise UserError(
@@ -282,7 +316,7 @@ def load_query(args, X, option="--query"):
             )
         q = frame_images(image, crop=crop, image_size=args.image_size)
         desc = str(path)
-    if args.reframe is not None:
+    if getattr(args, "reframe", None) is not None:
         q = reframe_images(
             q,
             image_size=args.image_size,
@@ -299,6 +333,64 @@ def load_query(args, X, option="--query"):
     return q, desc
 
 
+@dataclasses.dataclass
+class Query:
+    """One query of a command: its name as given, image, description, and the catalogue
+    row it is (``member``, None for an image from elsewhere)."""
+
+    name: str
+    image: np.ndarray
+    description: str
+    member: int | None = None
+
+    def as_report(self):
+        """The :class:`~galaxysim.report.SearchQuery` of the report."""
+        from galaxysim.report import SearchQuery
+
+        note = (
+            ""
+            if self.member is None
+            else f"Galaxy {self.member} is the query itself: it is left out of its neighbours."
+        )
+        return SearchQuery(self.name, self.image, self.description, note=note)
+
+
+def load_queries(args, catalogue, specs, option="--query", *, folders=False):
+    """The :class:`Query` objects of ``specs``: catalogue members as their framed
+    catalogue images (not read again), images (and, with ``folders``, every image of a
+    folder) as :func:`load_query` frames them."""
+    queries = []
+    for spec in specs:
+        if spec.startswith(MEMBER_PREFIXES):
+            i = find_member(spec, catalogue, option=option, radec_tol=args.radec_tol)
+            image = catalogue.images[i : i + 1]
+            queries.append(Query(spec, image, f"catalogue {catalogue.describe(i)}", member=i))
+        elif folders and Path(spec).is_dir():
+            from galaxysim.datasets._folder import find_images
+
+            files = find_images(spec)
+            if not files:
+                raise UserError(f"{option} {spec}: the folder holds no images.")
+            for path in files:
+                queries.append(
+                    Query(str(path), *load_query(args, catalogue.images, option, str(path)))
+                )
+        else:
+            queries.append(Query(spec, *load_query(args, catalogue.images, option, spec)))
+    names = [q.name for q in queries]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise UserError(f"{option} {repeated[0]} is given more than once.")
+    return queries
+
+
+def _stack(images):
+    """One batch of query images; uint8 ones scaled to [0, 1] when others are floats."""
+    if len({im.dtype for im in images}) > 1:
+        images = [im.astype(np.float32) / 255 if im.dtype == np.uint8 else im for im in images]
+    return np.concatenate(images)
+
+
 def label_namer(names):
     """``label value -> name`` for tables: the class name when known, else the value."""
     if not names:
@@ -306,17 +398,17 @@ def label_namer(names):
     return lambda v: names[v] if 0 <= v < len(names) else str(v)
 
 
-def _read_image(path):
+def _read_image(path, max_pixels=None):
     # the one reader, as for catalogue folders: same file, same pixels
     from galaxysim.utils._imread import ImageReadError, ImageTooLargeError, read_image
 
     try:
-        return read_image(path)[np.newaxis]
+        return read_image(path, max_pixels=max_pixels)[np.newaxis]
     except ImageTooLargeError as exc:
         raise UserError(
             f"query image {path} is {exc.size[0]}x{exc.size[1]} pixels, more than the "
             f"{exc.limit:,} pixels galaxysim reads (a guard against decompression bombs); "
-            "shrink it first."
+            "shrink it first, or if you trust it, pass a larger --max-pixels."
         ) from None
     except ImageReadError as exc:
         raise UserError(f"cannot read image {path}: {exc.reason}") from None
@@ -365,14 +457,15 @@ def _model_folder(args):
     return args.model_folder
 
 
-def _need_labels_for_cnn(methods, y, folder=None):
-    if "cnn" in methods and y is None and (folder is None or not folder.has("cnn")):
-        raise UserError("the cnn method needs labels (give --labels-csv / --label-column).")
+def _need_labels_for_cnn(methods, catalogue, folder=None):
+    if "cnn" in methods and catalogue.target is None and (folder is None or not folder.has("cnn")):
+        raise UserError(f"the cnn method needs labels, and {catalogue.no_labels}.")
 
 
 def train_model(method, args, X, y):
     """A new deep model of ``method``, trained on ``X`` (and ``y`` for the CNN)."""
-    _need_labels_for_cnn([method], y)
+    if method == "cnn" and y is None:
+        raise UserError("the cnn method needs labels (give --labels-csv / --label-column).")
     model = _new_model(method, args)
     t0 = time.perf_counter()
     model.fit(X, y if method == "cnn" else None)
@@ -405,7 +498,67 @@ def build_search(method, args, X, y):
     from galaxysim.pipeline import make_method_search
 
     model = deep_model(method, args, X, y) if method in DEEP_METHODS else None
-    return make_method_search(method, model=model, n_neighbors=args.k)
+    return make_method_search(method, model=model, n_neighbors=args.k or 10)
+
+
+def fit_search(method, args, X, y):
+    """:func:`build_search` fitted on the catalogue ``X, y``.
+
+    The deep methods' catalogue embeddings (their frozen model step's output) are
+    computed behind a progress bar, or read from ``--model-dir``'s cache when a search
+    with the same model file and catalogue computed them
+    (:meth:`~galaxysim.cli._models.ModelFolder.embeddings`); the rest of the pipeline
+    is fitted on them, as the pipeline's own ``fit`` would.
+    """
+    from galaxysim.cli._models import embed
+
+    pipe = build_search(method, args, X, y)
+    if method not in DEEP_METHODS:
+        return pipe.fit(X, y)
+    step = pipe[0]  # the frozen model: its fit does nothing, its transform embeds
+    folder = _model_folder(args)
+    if folder is None:
+        emb = embed(step, X, desc=f"{method}: embedding the catalogue", verbose=not args.quiet)
+    else:
+        emb = folder.embeddings(method, step, X, verbose=not args.quiet)
+    pipe[1:].fit(emb, y)
+    return pipe
+
+
+def _nearest(pipe, Q, members, k, n_candidates, within=None):
+    """Per query: (distances, indices) of the ``k`` nearest candidates (the rows of label
+    ``within``, or all), a query's own catalogue row (``members``) left out."""
+    extra = any(m is not None for m in members)
+    dist, ind = pipe.kneighbors(
+        Q, min(k + extra, n_candidates), within=None if within is None else [within]
+    )
+    out = []
+    for d, i, m in zip(dist, ind, members, strict=True):
+        keep = i != m if m is not None else np.ones(len(i), bool)
+        out.append((d[keep][:k], i[keep][:k], np.arange(1, min(k, keep.sum()) + 1)))
+    return out
+
+
+def top_neighbours(pipe, Q, members, k, y=None, within=None):
+    """Per query: (distances, indices, ranks) of the ``k`` nearest (of label ``within``)."""
+    n = int(np.count_nonzero(y == within)) if within is not None else pipe[-1].n_samples_fit_
+    return _nearest(pipe, Q, members, k, n, within)
+
+
+def per_class_neighbours(pipe, Q, members, k, y, within=None):
+    """Per query: the ``k`` nearest of every label (of ``within`` only), ranked within
+    their label; labels in the order of their nearest galaxy."""
+    found = [[] for _ in members]
+    for c in [within] if within is not None else np.unique(y).tolist():
+        n_c = int(np.count_nonzero(y == c))
+        for blocks, hit in zip(found, _nearest(pipe, Q, members, k, n_c, int(c)), strict=True):
+            if len(hit[1]):
+                blocks.append(hit)
+    out = []
+    for blocks in found:
+        blocks.sort(key=lambda b: b[0][0])  # stable: equal nearest distances by label
+        out.append(tuple(np.concatenate([b[j] for b in blocks]) for j in range(3)))
+    return out
 
 
 # ------------------------------------------------------------------ commands
@@ -413,58 +566,76 @@ def cmd_search(args):
     from galaxysim.report import SearchResult, format_table, write_search_report
 
     methods = args.methods
-    X, y, names, cat_desc = load_catalogue(args)
-    query, q_desc = load_query(args, X)
+    cat = load_catalogue(args)
+    X, y = cat.images, cat.target
+    queries = load_queries(args, cat, args.query or ["milkyway"], folders=True)
     if (args.per_class or args.within) and y is None:
-        raise UserError("--per-class and --within need labels (give --labels-csv).")
-    _need_labels_for_cnn(methods, y, _model_folder(args))
-    within = resolve_label(args.within, names, y) if args.within else None
-    name_of = label_namer(names)
+        raise UserError(f"--per-class and --within need labels, and {cat.no_labels}.")
+    _need_labels_for_cnn(methods, cat, _model_folder(args))
+    within = resolve_label(args.within, cat.label_names, y) if args.within else None
+    name_of = label_namer(cat.label_names)
+    k = args.k if args.k is not None else (1 if args.per_class else 10)
+    Q, members = _stack([q.image for q in queries]), [q.member for q in queries]
+    several = len(queries) > 1
     results = []
     for method in methods:
         if args.stdout.closed and not args.out:
             break  # nobody reads the tables and there is no report to write
         t0 = time.perf_counter()
-        pipe = build_search(method, args, X, y).fit(X, y)
+        pipe = fit_search(method, args, X, y)
         if args.per_class:
-            dist, ind = pipe.nearest_per_class(query)
-            order = np.argsort(dist[0], kind="stable")
-            dist, ind = dist[:, order], ind[:, order]
-            title = f"{method}: closest galaxy of each class"
+            found = per_class_neighbours(pipe, Q, members, k, y, within)
         else:
-            # as many as there are: the whole catalogue, or the chosen label
-            k = min(args.k, len(X) if within is None else int(np.count_nonzero(y == within)))
-            dist, ind = pipe.kneighbors(query, k, within=None if within is None else [within])
-            title = f"{method}: top {k}" + (
-                f" within {name_of(within)}" if within is not None else ""
-            )
+            found = top_neighbours(pipe, Q, members, k, y, within)
         elapsed = time.perf_counter() - t0
-        label_names = [name_of(int(y[i])) if y is not None else "-" for i in ind[0]]
-        res = SearchResult(method, dist[0], ind[0], label_names, title=f"{title} ({elapsed:.2f} s)")
-        results.append(res)
-        args.stdout.print(format_table(res))
-        args.stdout.print()
+        for query, (dist, ind, ranks) in zip(queries, found, strict=True):
+            if args.per_class:
+                what = "galaxy" if k == 1 else str(k)
+                title = f"{method}: closest {what} of each class"
+            else:
+                title = f"{method}: top {len(ind)}"
+            if within is not None:
+                title += f" within {name_of(within)}"
+            if several:
+                title += f" for {query.name}"
+            if query.member is not None:
+                title += f", galaxy {query.member} itself left out"
+            res = SearchResult(
+                method,
+                dist,
+                ind,
+                [cat.label(i) for i in ind],
+                title=f"{title} ({elapsed:.2f} s)",
+                identifiers=cat.identifiers(ind),
+                query=query.name,
+                ranks=ranks,
+            )
+            results.append(res)
+            args.stdout.print(format_table(res))
+            args.stdout.print()
     if args.out:
+        summary = {
+            "catalogue": cat.description,
+            "queries" if several else "query": "; ".join(q.description for q in queries),
+            "methods": ", ".join(methods),
+            "image size": f"{X.shape[1]}x{X.shape[2]}",
+        }
         index = write_search_report(
             args.out,
             results,
-            query_image=query,
+            queries=[q.as_report() for q in queries],
             catalogue_images=X,
-            summary={
-                "catalogue": cat_desc,
-                "query": q_desc,
-                "methods": ", ".join(methods),
-                "image size": f"{X.shape[1]}x{X.shape[2]}",
-            },
+            summary=summary,
         )
         args.stdout.print(f"report written to {index}")
     return 0
 
 
 def cmd_train(args):
-    X, y, _, cat_desc = load_catalogue(args)
-    _need_labels_for_cnn(args.methods, y)  # before any training
-    args.stdout.print(f"catalogue: {cat_desc}")
+    cat = load_catalogue(args)
+    X, y = cat.images, cat.target
+    _need_labels_for_cnn(args.methods, cat)  # before any training
+    args.stdout.print(f"catalogue: {cat.description}")
     # one run: the saved models are replaced only once every model is trained
     with _model_folder(args).run(X, y) as add:
         for method in args.methods:
@@ -476,13 +647,15 @@ def cmd_generate(args):
     from galaxysim.plotting import plot_generated
     from galaxysim.report import save_figure
 
-    X, y, _, cat_desc = load_catalogue(args)
+    cat = load_catalogue(args)
+    X, y, cat_desc = cat.images, cat.target, cat.description
     vae = deep_model("vae", args, X, y)
     if args.like is None:
         images, title = vae.sample(args.n, random_state=args.seed), "VAE samples from noise"
     else:
-        args.query, args.reframe = args.like, None
-        query, q_desc = load_query(args, X, option="--like")
+        args.reframe = None
+        (like,) = load_queries(args, cat, [args.like], "--like")
+        query, q_desc = like.image, like.description
         images = vae.generate_like(query, args.n, scale=args.scale, random_state=args.seed)
         title = f"more like the {q_desc} (scale {args.scale:g})"
     out = Path(args.out)
@@ -499,9 +672,10 @@ def cmd_evaluate(args):
     from galaxysim.utils._progress import progress
 
     methods = args.methods
-    X, y, names, cat_desc = load_catalogue(args)
+    cat = load_catalogue(args)
+    X, y, names, cat_desc = cat.images, cat.target, cat.label_names, cat.description
     if y is None:
-        raise UserError("evaluate needs labels (give --labels-csv / --label-column).")
+        raise UserError(f"evaluate needs labels, and {cat.no_labels}.")
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2:
         raise UserError("evaluate needs at least two labels in the catalogue.")
@@ -514,7 +688,8 @@ def cmd_evaluate(args):
     n_train = len(X) - -(-len(X) // args.folds)
     if args.k > n_train:
         raise UserError(f"-k {args.k} exceeds the {n_train} training images of a fold.")
-    query, q_desc = load_query(args, X)
+    (the_query,) = load_queries(args, cat, [args.query])
+    query, q_desc = the_query.image, the_query.description
     name_of = label_namer(names)
     args.stdout.print(f"catalogue: {cat_desc}; {args.folds}-fold cross-validation, k={args.k}")
 
@@ -536,18 +711,20 @@ def cmd_evaluate(args):
             # the report's pictures: the method fitted on the whole catalogue
             t0 = time.perf_counter()
             pipe = build_search(method, args, X, y).fit(X, y)
-            dist, ind = pipe.kneighbors(query, args.k)
+            ((dist, ind, _),) = top_neighbours(pipe, query, [the_query.member], args.k)
             elapsed = time.perf_counter() - t0
             if method in DEEP_METHODS:
                 models[method] = pipe.steps[0][1].estimator
+            itself = "" if the_query.member is None else ", itself left out"
             search_results.append(
                 SearchResult(
                     method,
-                    dist[0],
-                    ind[0],
-                    [name_of(int(v)) for v in y[ind[0]]],
+                    dist,
+                    ind,
+                    [cat.label(i) for i in ind],
                     title=f"{method}: top {args.k} for the {q_desc} "
-                    f"(whole catalogue, {elapsed:.1f} s)",
+                    f"(whole catalogue{itself}, {elapsed:.1f} s)",
+                    identifiers=cat.identifiers(ind),
                 )
             )
             bar.update(1)
@@ -603,7 +780,10 @@ def check_args(args):
         check_input(args.catalogue, "--catalog", folder_ok=True)
     if args.labels_csv not in (None, NO_LABELS):
         check_input(args.labels_csv, "--labels-csv")
-    if args.command in ("search", "evaluate"):
+    if args.command == "search":
+        for spec in args.query or ["milkyway"]:
+            check_query(spec, "--query", folder_ok=True)
+    elif args.command == "evaluate":
         check_query(args.query, "--query")
     elif args.command == "generate" and args.like is not None:
         check_query(args.like, "--like")
@@ -629,9 +809,12 @@ COMMANDS = {
 }
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """The library's warnings as the command's: one line, in its options' terms."""
-    print(f"galaxysim: warning: {cli_message(message)}", file=sys.stderr)
+def _warning_printer(command):
+    def show(message, category, filename, lineno, file=None, line=None):
+        """The library's warnings as the command's: one line, in its options' terms."""
+        print(f"galaxysim {command}: warning: {cli_message(message)}", file=sys.stderr)
+
+    return show
 
 
 def _one_line(exc):
@@ -669,12 +852,12 @@ def main(argv=None):
     args.stdout = Stdout(own_process=argv is None)
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
+            warnings.showwarning = _warning_printer(args.command)
             check_args(args)
             status = COMMANDS[args.command](args)
         args.stdout.flush()
     except UserError as exc:
-        print(f"galaxysim: error: {exc}", file=sys.stderr)
+        print(f"galaxysim {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (
         FileNotFoundError,
@@ -688,6 +871,6 @@ def main(argv=None):
         print(f"galaxysim {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("galaxysim: interrupted", file=sys.stderr)
+        print(f"galaxysim {args.command}: interrupted", file=sys.stderr)
         return 130
     return SIGPIPE_EXIT if args.stdout.closed and status == 0 else status

@@ -18,6 +18,12 @@ message says to train again (without a ``models.json``, as after the first run w
 killed so, there are no earlier models to mix with). A model trained on images of another size is refused; one
 trained on another catalogue is used with a warning. Files without a run (saved with
 ``save_model`` and copied in) are used as they are.
+
+Embeddings: ``search`` embeds the catalogue with each deep model once and caches the
+result in ``cache/<method>-<key>.npy`` (:meth:`ModelFolder.embeddings`), keyed by the
+model file's SHA-256, the model's parameters, the galaxysim version and a hash of
+every catalogue image; the next search with the same model and catalogue reads it
+instead of encoding the catalogue again. The newest three files per method are kept.
 """
 
 import contextlib
@@ -30,6 +36,7 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,13 +49,20 @@ _CLASS_NAMES = {"cnn": "CNNScorer", "ae": "AEEncoder", "vae": "VAEEncoder"}
 _FINGERPRINT_IMAGES = 256
 """Images hashed by :func:`catalogue_fingerprint`, spread evenly over the catalogue."""
 
+CACHE = "cache"
+"""Folder of the catalogue embeddings inside a model folder."""
+_CACHE_FORMAT = 1
+_CACHE_KEEP = 3
+"""Embedding files kept per method (the newest used; older ones are removed)."""
+_EMBED_BATCH = 512
+
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
 _STAGING = re.compile(r"^\.run-[\w-]+\.(?P<host>[A-Za-z0-9-]*)\.(?P<pid>\d+)\.part$")
 
 
-def catalogue_fingerprint(X, y):
+def catalogue_fingerprint(X, y, *, n_images=_FINGERPRINT_IMAGES):
     """A cheap identity of a catalogue: its shape, dtype and a hash of its labels and of
-    up to 256 images spread over it.
+    up to 256 images spread over it (or of every image).
 
     Parameters
     ----------
@@ -56,6 +70,9 @@ def catalogue_fingerprint(X, y):
         Images.
     y : ndarray of shape (n_samples,) or None
         Labels.
+    n_images : int or None, default=256
+        Images hashed, spread evenly over the catalogue; ``None``: every image (what
+        the embeddings cache is keyed by: one changed image changes the key).
 
     Returns
     -------
@@ -69,12 +86,18 @@ def catalogue_fingerprint(X, y):
     >>> a, b = catalogue_fingerprint(X, np.arange(10)), catalogue_fingerprint(X, None)
     >>> a["shape"], a["hash"] == b["hash"]
     ([8, 8, 3], False)
+    >>> catalogue_fingerprint(X, None, n_images=None) == b  # 10 images: all of them either way
+    True
     """
     n = len(X)
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((X.shape, X.dtype.str)).encode())
-    rows = np.unique(np.linspace(0, n - 1, min(n, _FINGERPRINT_IMAGES)).round().astype(int))
-    h.update(np.ascontiguousarray(X[rows]).tobytes())
+    if n_images is None or n_images >= n:
+        for s in range(0, n, 1024):  # every image, a block at a time (no copy of X)
+            h.update(np.ascontiguousarray(X[s : s + 1024]).data)
+    else:
+        rows = np.unique(np.linspace(0, n - 1, n_images).round().astype(int))
+        h.update(np.ascontiguousarray(X[rows]).data)
     if y is not None:
         y = np.asarray(y)
         if y.dtype.kind in "biuf":
@@ -100,7 +123,32 @@ def _a(name):
 
 
 def _warn(text):
-    print(f"galaxysim: warning: {text}", file=sys.stderr)
+    # shown by the command as one line, "galaxysim <command>: warning: ..."
+    warnings.warn(text, UserWarning, stacklevel=3)
+
+
+def file_hash(path):
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def embed(step, X, *, desc, verbose, batch=_EMBED_BATCH):
+    """``step.transform(X)`` a block of images at a time, behind a progress bar."""
+    from galaxysim.utils._progress import progress
+
+    out = None
+    with progress(total=len(X), desc=desc, verbose=verbose, unit="img") as bar:
+        for s in range(0, len(X), batch):
+            block = np.asarray(step.transform(X[s : s + batch]))
+            if out is None:
+                out = np.empty((len(X), *block.shape[1:]), dtype=block.dtype)
+            out[s : s + len(block)] = block
+            bar.update(len(block))
+    return out
 
 
 def _pid_alive(pid):
@@ -125,6 +173,7 @@ class ModelFolder:
     def __init__(self, path):
         self.path = Path(path)
         self._loaded = {}
+        self._hashes = {}  # method -> SHA-256 of the file its model was loaded from or saved as
 
     def file(self, method):
         return self.path / f"{method}.safetensors"
@@ -208,8 +257,11 @@ class ModelFolder:
                     "list for it: a `galaxysim train` was stopped while it moved its models "
                     f"into place, and this folder now mixes models of two runs; {self._fix()}."
                 )
+            before = file_hash(path)
             model = load_model(path, kind=kinds[method])
             self._loaded[method] = (model, provenance)
+            # a file replaced while it was read keys no cached embeddings
+            self._hashes[method] = before if file_hash(path) == before else None
 
     def load(self, method, X, y):
         """The saved model of ``method``, checked against the catalogue ``X, y``."""
@@ -271,11 +323,12 @@ class ModelFolder:
         self._remove_stale_runs()
         staging = self.path / f".run-{run_id}.{_HOST}.{os.getpid()}.part"
         staging.mkdir()
-        saved = []
+        saved, hashes = [], {}
 
         def add(method, model):
             save_model(model, staging / self.file(method).name, provenance=provenance)
             saved.append(method)
+            hashes[method] = file_hash(staging / self.file(method).name)
 
         try:
             yield add
@@ -288,4 +341,73 @@ class ModelFolder:
             shutil.rmtree(staging, ignore_errors=True)
         for method in saved:
             self._loaded.pop(method, None)
+            self._hashes[method] = hashes[method]
             print(f"{method}: saved {self.file(method)}", file=sys.stderr)
+
+    # -------------------------------------------------------------- embeddings
+    def _cache_file(self, method, step, X):
+        """``cache/<method>-<key>.npy``, keyed by the model file's bytes, the model's
+        parameters as the recipe set them, and every image of the catalogue; None
+        when the model's file is not known (nothing is cached)."""
+        model_hash = self._hashes.get(method)
+        if model_hash is None:
+            return None
+        from galaxysim import __version__
+
+        model = getattr(step, "estimator", step)
+        params = sorted((k, v) for k, v in model.get_params().items() if k != "verbose")
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((_CACHE_FORMAT, __version__, method, model_hash, params)).encode())
+        h.update(catalogue_fingerprint(X, None, n_images=None)["hash"].encode())
+        return self.path / CACHE / f"{method}-{h.hexdigest()}.npy"
+
+    def embeddings(self, method, step, X, *, verbose=True):
+        """The catalogue ``X`` embedded by the frozen model step ``step`` of ``method``.
+
+        Read from ``<model-dir>/cache/`` when a search with the same model file and
+        catalogue computed them; else computed (behind a progress bar) and written
+        there atomically, keeping the newest few files per method. A cache that
+        cannot be read is computed again, one that cannot be written is skipped,
+        each with a warning.
+        """
+        path = self._cache_file(method, step, X)
+        if path is not None and path.is_file():
+            cached = self._read_embeddings(path, len(X))
+            if cached is not None:
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # the newest, kept longest
+                print(f"{method}: catalogue embeddings read from {path}", file=sys.stderr)
+                return cached
+        emb = embed(step, X, desc=f"{method}: embedding the catalogue", verbose=verbose)
+        if path is not None:
+            try:
+                with atomic_write(path) as f:
+                    np.save(f, emb, allow_pickle=False)
+                self._prune_cache(method)
+            except OSError as exc:
+                _warn(f"could not cache the {method} embeddings in {path.parent} ({exc}).")
+        return emb
+
+    @staticmethod
+    def _read_embeddings(path, n):
+        try:
+            with open(path, "rb") as f:
+                emb = np.load(f, allow_pickle=False)
+            if emb.ndim != 2 or len(emb) != n or emb.dtype.kind != "f":
+                raise ValueError(f"an array of shape {emb.shape} {emb.dtype}")
+            if not np.isfinite(emb).all():
+                raise ValueError("NaN or infinite values")
+        except (OSError, ValueError, EOFError) as exc:
+            _warn(f"the cached embeddings {path} are unreadable ({exc}); computing them again.")
+            return None
+        return emb
+
+    def _prune_cache(self, method):
+        """Keep the newest ``_CACHE_KEEP`` embedding files of ``method``."""
+        files = []
+        for p in (self.path / CACHE).glob(f"{method}-*.npy"):
+            with contextlib.suppress(OSError):
+                files.append((p.stat().st_mtime_ns, p))
+        for _, p in sorted(files, reverse=True)[_CACHE_KEEP:]:
+            with contextlib.suppress(OSError):
+                p.unlink()

@@ -4,6 +4,7 @@ import codecs
 import csv
 import dataclasses
 import numbers
+import os
 import re
 import warnings
 from pathlib import Path
@@ -24,6 +25,10 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 _BATCH = 32  # files per parallel task: amortises scheduling overhead
 # Column names that look like a class label, for picking the label column of a CSV.
 _LABEL_NAME = re.compile(r"(^|_)(label|labels|class|target|y|category)$", re.IGNORECASE)
+MAX_CLASSES = 1000
+"""Most distinct values a label column may hold; more make it an identifier, not labels."""
+_MIN_ROWS_IDENTIFIER = 20  # from this many rows, a column unique on most rows is an identifier
+_MAX_CODE = 65535  # integer labels up to this are kept as they are (target_names[k] names k)
 
 
 def _is_image(path):
@@ -46,6 +51,21 @@ def _load_batch(paths, crop, image_size, max_pixels, skip):
                 raise
             out.append(exc)
     return out
+
+
+def _relative_name(file, entry, folder):
+    """``file`` relative to ``folder`` (``/``-separated), or ``entry`` (as the CSV names
+    it) for a file outside the folder."""
+    try:
+        return Path(os.path.normpath(file)).relative_to(os.path.normpath(folder)).as_posix()
+    except ValueError:
+        return entry
+
+
+def find_images(folder):
+    """The image files under ``folder`` (subfolders too, no hidden files), sorted by
+    relative path; FITS files only when astropy is installed (else skipped with a warning)."""
+    return _find_images(Path(folder))
 
 
 def _find_images(folder):
@@ -215,14 +235,50 @@ def _name_column(columns, label_column):
     return None
 
 
-def _encode_labels(values, names, label_column, csv_path):
-    """Turn label strings into ints and ``target_names`` with ``target_names[target]``."""
+def _identifier_problem(n_distinct, n_rows):
+    """Why a column of ``n_distinct`` values over ``n_rows`` rows is no label column, or None."""
+    if n_distinct > MAX_CLASSES:
+        return f"more than {MAX_CLASSES}, the most classes a label column may hold"
+    if n_rows >= _MIN_ROWS_IDENTIFIER and n_distinct > n_rows / 2:
+        return "more than half the rows; a class should hold several images"
+    return None
+
+
+def _encode_labels(values, names, label_column, csv_path, columns, *, picked=False):
+    """Turn label strings into ints and ``target_names`` with ``target_names[target]``.
+
+    A column with too many distinct values (an identifier such as ``sdss_objid``, not
+    labels) raises, or, when it was ``picked`` as the only column besides ``file``,
+    gives ``(None, None)`` with a warning: the images load without labels. Memory stays
+    bounded either way (``target_names`` never has more than ``_MAX_CODE + 1`` names).
+    """
     _check_empty(values, label_column, csv_path)
     try:
         ints = np.array([int(v) for v in values], dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         ints = None
-    if ints is not None and ints.min() >= 0:
+    uniques, target = np.unique(np.array(values) if ints is None else ints, return_inverse=True)
+    problem = _identifier_problem(len(uniques), len(values))
+    if problem is not None:
+        what = (
+            f"Column {label_column!r} of {csv_path} holds {len(uniques)} distinct values in "
+            f"{len(values)} rows ({problem}): an identifier, not labels"
+        )
+        if picked:
+            warnings.warn(
+                f"{what}. Loading the images without labels; to label them, pass "
+                f"label_column=<name> naming a column of classes (columns: {columns}).",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None, None
+        others = [c for c in columns if c not in ("file", label_column)]
+        raise ValueError(
+            f"{what}. Pass label_column=<name> naming a column of classes"
+            f"{f' (other columns: {others})' if others else ''}, or labels_csv=False to "
+            "load the images without labels."
+        )
+    if ints is not None and ints.min() >= 0 and ints.max() <= _MAX_CODE:
         target_names = [str(k) for k in range(int(ints.max()) + 1)]
         if names is not None:
             mapping = {}
@@ -232,12 +288,8 @@ def _encode_labels(values, names, label_column, csv_path):
                 for k, s in mapping.items():
                     target_names[k] = s.pop()
         return ints, np.array(target_names)
-    # strings (or negative ints): code by sorted unique value
-    if ints is not None:
-        uniques, target = np.unique(ints, return_inverse=True)
-        return target.astype(np.int64), np.array([str(u) for u in uniques])
-    uniques, target = np.unique(np.array(values), return_inverse=True)
-    return target.astype(np.int64), uniques
+    # strings, negative or large integers: code by sorted unique value
+    return target.astype(np.int64), np.array([str(u) for u in uniques])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +328,8 @@ def _folder_catalogue(folder, labels_csv, label_column, *, allow_outside, encodi
         if not csv_path.exists():
             raise FileNotFoundError(f"Labels CSV not found: {csv_path}.")
         columns, rows = _read_csv(csv_path, encoding)
-        if label_column is None:
+        picked = label_column is None
+        if picked:
             label_column = _pick_label_column(columns, csv_path)
         elif label_column not in columns:
             raise ValueError(
@@ -297,7 +350,11 @@ def _folder_catalogue(folder, labels_csv, label_column, *, allow_outside, encodi
             values = [r.get(label_column, "") for r in rows]
             name_col = _name_column(columns, label_column)
             names = [r.get(name_col, "") for r in rows] if name_col else None
-            target, target_names = _encode_labels(values, names, label_column, csv_path)
+            target, target_names = _encode_labels(
+                values, names, label_column, csv_path, columns, picked=picked
+            )
+            if target is None:
+                label_column = None
     else:
         label_column = None
         files = _find_images(folder)
@@ -368,11 +425,15 @@ def load_image_folder(
       sorted by relative path; ``target`` and ``target_names`` are then ``None``.
       Symlinks that lead out of the folder are refused unless ``allow_outside=True``.
 
-    Integer labels (>= 0) are kept as they are, and ``target_names[k]`` names label
-    ``k``: taken from a companion name column when the CSV has one (``gz1_name`` for
-    ``gz1_class``, ``x_name`` for ``x``), else ``str(k)``. Other labels (strings,
-    negative integers) are coded 0..K-1 in sorted order, with ``target_names`` the
-    sorted unique values.
+    Integer labels from 0 to 65535 are kept as they are, and ``target_names[k]``
+    names label ``k``: taken from a companion name column when the CSV has one
+    (``gz1_name`` for ``gz1_class``, ``x_name`` for ``x``), else ``str(k)``. Other
+    labels (strings, negative or larger integers) are coded 0..K-1 in sorted order,
+    with ``target_names`` the sorted unique values. A label column holds classes: one
+    with more than 1000 distinct values, or (from 20 rows) distinct values on more
+    than half of the rows, is an identifier (``sdss_objid``) and is refused when named
+    by ``label_column``; picked as the CSV's only column besides ``file``, the images
+    load without labels, with a warning.
 
     Broken survey cutouts (a black frame with an error text) are valid images and
     load like any other. Files that cannot be read (corrupt or missing files, named
@@ -430,7 +491,9 @@ def load_image_folder(
         With ``images`` (uint8, ``(n_samples, image_size, image_size, 3)``),
         ``target`` (int64 ``(n_samples,)``, or ``None`` without labels),
         ``target_names`` (ndarray of str, or ``None``), ``filenames`` (absolute paths
-        of the loaded images, ndarray of str), ``label_column`` and ``DESCR``.
+        of the loaded images, ndarray of str), ``files`` (the same paths relative to
+        ``path``, ``/``-separated, as a labels CSV in the folder names them; a file
+        outside ``path`` as the CSV names it), ``label_column`` and ``DESCR``.
     (images, target) : tuple
         When ``return_X_y=True``.
 
@@ -444,7 +507,8 @@ def load_image_folder(
     ValueError
         No images found; a CSV without a ``file`` or the named label column (the
         message lists the columns), naming a file twice (with the rows), naming files
-        outside its folder, or not in ``encoding``; a CSV that is not a regular file;
+        outside its folder, or not in ``encoding``; a ``label_column`` that holds an
+        identifier (too many distinct values); a CSV that is not a regular file;
         with ``on_error="raise"``, a corrupt image, one above ``max_pixels`` or one
         that is not a regular file (the message names it); a crop larger than an
         image; images of different sizes with ``image_size=None``.
@@ -555,6 +619,7 @@ def load_image_folder(
     if target is not None:
         target = target[loaded]
     filenames = np.array([str(files[i]) for i in loaded])
+    relative = np.array([_relative_name(files[i], cat.names[i], folder) for i in loaded])
 
     if return_X_y:
         return images, target
@@ -575,6 +640,7 @@ def load_image_folder(
         target=target,
         target_names=target_names,
         filenames=filenames,
+        files=relative,
         label_column=label_column,
         DESCR=descr,
     )

@@ -33,10 +33,8 @@ _INT = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 _DESCR = """Galaxy10 {survey} (Leung & Bovy; astroNN), read from {filename}.
 
-{n} galaxy images in {n_classes} morphological classes (Galaxy Zoo volunteer votes),
-framed as {framing}; images {shape} uint8.
-Columns: target (class 0-{last}, names in target_names), ra, dec (degrees),
-redshift and pxscale (arcsec/pixel){missing}.
+{n} galaxy images {classes}, framed as {framing}; images {shape} uint8.
+Columns: {target}ra, dec (degrees), redshift and pxscale (arcsec/pixel){missing}.
 """
 
 
@@ -573,10 +571,15 @@ def _content_key(files, images, raw_labels, class_names, columns, crop, image_si
     for p in files.paths:
         h.update(_file_sample(p))
     h.update(repr((images.shape, images.dtype.str, images.chunks, images.compression)).encode())
-    h.update(repr((raw_labels.dtype.str, class_names)).encode())
-    h.update(
-        repr(raw_labels.tolist()).encode() if raw_labels.dtype.kind == "O" else raw_labels.tobytes()
-    )
+    if raw_labels is None:
+        h.update(b"no labels")
+    else:
+        h.update(repr((raw_labels.dtype.str, class_names)).encode())
+        h.update(
+            repr(raw_labels.tolist()).encode()
+            if raw_labels.dtype.kind == "O"
+            else raw_labels.tobytes()
+        )
     for k in _COLUMNS:
         h.update(b"-" if columns[k] is None else columns[k].tobytes())
     return h.hexdigest()
@@ -772,9 +775,10 @@ def load_galaxy10(
     -------
     data : :class:`~sklearn.utils.Bunch`
         With ``images`` (uint8, ``(n_samples, image_size, image_size, 3)``),
-        ``target`` (int64 class codes), ``target_names`` (the 10 Galaxy10 class
-        names, or the file's ``class_names``; ``target_names[target]`` names each
-        image), ``ra``, ``dec``, ``redshift``,
+        ``target`` (int64 class codes; ``None`` for a file without ``ans``, as
+        ``DESCR`` notes: its images load unlabelled), ``target_names`` (the 10
+        Galaxy10 class names, or the file's ``class_names``; ``target_names[target]``
+        names each image; ``None`` without labels), ``ra``, ``dec``, ``redshift``,
         ``pxscale`` (float64; all NaN for columns absent from the file, as in
         Galaxy10 SDSS), ``filename`` (absolute path) and ``DESCR``.
     (images, target) : tuple of ndarray
@@ -789,8 +793,8 @@ def load_galaxy10(
         The file is not HDF5, is truncated or corrupt, or needs a compression filter
         that is not installed.
     KeyError
-        The file has no ``images`` or ``ans`` dataset (the message lists the keys found;
-        the exception is also a ``ValueError``).
+        The file has no ``images`` dataset (the message lists the keys found; the
+        exception is also a ``ValueError``). A file without ``ans`` loads unlabelled.
     ValueError
         ``path`` is not a regular file (a FIFO, a device); ``images`` is not
         ``(n, height, width, 3)`` numbers, ``ans`` does not match it or holds labels
@@ -843,7 +847,7 @@ def load_galaxy10(
             "For a folder of JPEG/PNG cutouts use load_image_folder."
         )
     with contextlib.ExitStack() as stack:
-        g = _open_galaxy10(_Files(stack), path, crop=crop)
+        g = _open_galaxy10(_Files(stack), path, crop=crop, labels_required=False)
         images, target, class_names, columns = g.images, g.target, g.class_names, g.columns
         n = images.shape[0]
         out_h, out_w = g.window[2:]
@@ -883,8 +887,16 @@ def load_galaxy10(
         survey=survey,
         filename=path,
         n=n,
-        n_classes=len(class_names),
-        last=len(class_names) - 1,
+        classes=(
+            "without labels (the file has no 'ans' dataset: target is None)"
+            if target is None
+            else f"in {len(class_names)} morphological classes (Galaxy Zoo volunteer votes)"
+        ),
+        target=(
+            ""
+            if target is None
+            else f"target (class 0-{len(class_names) - 1}, names in target_names), "
+        ),
         framing=framing,
         shape=X.shape,
         missing=f" ({', '.join(missing)}: NaN, absent from the file)" if missing else "",

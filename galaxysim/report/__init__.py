@@ -6,7 +6,9 @@ sections (one ``add_*`` function per section) and data files in a staging folder
 writes index.html last and swaps the folder into place whole: a reader sees the
 earlier report or the new one, never a mix. :func:`check_report_dir` tells early
 whether a folder can take a report (new, empty, or an earlier report). CSV cells that
-a spreadsheet would run as formulas are neutralised. :func:`write_search_report` and
+a spreadsheet would run as formulas are neutralised. Neighbours carry their catalogue
+identifiers (row index, file, ra, dec, redshift, label: :class:`SearchResult`); a
+search report has one section per query (:class:`SearchQuery`). :func:`write_search_report` and
 :func:`write_evaluation_report` compose the two reports of the ``galaxysim`` command;
 :func:`format_table` and :func:`format_scores` are the text tables it prints.
 """
@@ -15,6 +17,9 @@ from galaxysim.report._folder import check_report_dir
 from galaxysim.report._labels import label_name
 from galaxysim.report._page import Report, save_figure, table
 from galaxysim.report._sections import (
+    IDENTIFIERS,
+    NEIGHBOUR_COLUMNS,
+    SearchQuery,
     SearchResult,
     add_confusion_matrix,
     add_generated,
@@ -22,9 +27,11 @@ from galaxysim.report._sections import (
     add_neighbours,
     add_per_class_precision,
     add_precision_curves,
+    add_query,
     add_reconstructions,
     add_scores,
     add_training_curves,
+    neighbour_table,
 )
 from galaxysim.report._summary import classifier_summary, evaluation_summary
 from galaxysim.report._text import format_scores, format_table
@@ -35,7 +42,10 @@ from galaxysim.report._write import (
 )
 
 __all__ = [
+    "IDENTIFIERS",
+    "NEIGHBOUR_COLUMNS",
     "Report",
+    "SearchQuery",
     "SearchResult",
     "add_confusion_matrix",
     "add_generated",
@@ -43,6 +53,7 @@ __all__ = [
     "add_neighbours",
     "add_per_class_precision",
     "add_precision_curves",
+    "add_query",
     "add_reconstructions",
     "add_scores",
     "add_training_curves",
@@ -52,6 +63,7 @@ __all__ = [
     "format_scores",
     "format_table",
     "label_name",
+    "neighbour_table",
     "neighbours_csv",
     "save_figure",
     "table",

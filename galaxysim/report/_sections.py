@@ -9,7 +9,12 @@ from galaxysim.report._page import file_stem, table
 from galaxysim.report._summary import class_counts, evaluation_summary
 
 __all__ = [
+    "IDENTIFIERS",
+    "NEIGHBOUR_COLUMNS",
+    "SearchQuery",
     "SearchResult",
+    "add_query",
+    "neighbour_table",
     "add_confusion_matrix",
     "add_generated",
     "add_latent_map",
@@ -20,6 +25,24 @@ __all__ = [
     "add_scores",
     "add_training_curves",
 ]
+
+
+IDENTIFIERS = ("file", "ra", "dec", "redshift")
+"""The catalogue identifiers a neighbour may carry besides its row index and label."""
+
+NEIGHBOUR_COLUMNS = (
+    "method",
+    "rank",
+    "index",
+    "file",
+    "ra",
+    "dec",
+    "redshift",
+    "label",
+    "distance",
+)
+"""The columns of a search's ``results.csv``, in this order (plus ``query`` last when
+the search had several queries)."""
 
 
 @dataclass
@@ -33,21 +56,40 @@ class SearchResult:
     distances : ndarray of shape (n_neighbors,)
         Distances, nearest first.
     indices : ndarray of shape (n_neighbors,)
-        Catalogue indices.
+        Catalogue row indices.
     label_names : list of str
         Label name of each neighbour.
     title : str, default=""
         Heading (default: the method).
+    identifiers : dict of str to sequence, default=None
+        What else identifies each neighbour in its catalogue: any of ``"file"`` (the
+        path relative to a folder catalogue), ``"ra"``, ``"dec"`` (degrees) and
+        ``"redshift"``, one value per neighbour. A key left out is a column the
+        catalogue lacks (left empty in the CSV, not shown in the tables); NaN is a
+        value missing for that galaxy.
+    query : str, default=""
+        Name of the query these are the neighbours of (a report of several queries).
+    ranks : sequence of int, default=None
+        Rank of each neighbour (default 1, 2, ...; the k closest of each class are
+        ranked within their class).
 
     Attributes
     ----------
-    rows : list of tuple
-        ``(rank, index, label name, distance)``, rank from 1.
+    rows : list of dict
+        One per neighbour: ``rank``, ``index``, ``file``, ``ra``, ``dec``,
+        ``redshift``, ``label`` and ``distance``, None where the catalogue lacks
+        the identifier.
+    columns : list of str
+        The identifiers the catalogue has (keys of ``identifiers``, in
+        :data:`IDENTIFIERS` order).
 
     Examples
     --------
-    >>> SearchResult("mse", [0.5, 0.75], [3, 1], ["a", "b"]).rows
-    [(1, 3, 'a', 0.5), (2, 1, 'b', 0.75)]
+    >>> res = SearchResult("mse", [0.5, 0.75], [3, 1], ["a", "b"], identifiers={"file": ["x.png", "y.png"]})
+    >>> res.rows[0]
+    {'rank': 1, 'index': 3, 'file': 'x.png', 'ra': None, 'dec': None, 'redshift': None, 'label': 'a', 'distance': 0.5}
+    >>> res.columns
+    ['file']
     """
 
     method: str
@@ -55,15 +97,107 @@ class SearchResult:
     indices: np.ndarray
     label_names: list
     title: str = ""
+    identifiers: dict | None = None
+    query: str = ""
+    ranks: list | None = None
     rows: list = field(init=False)
+    columns: list = field(init=False)
 
     def __post_init__(self):
+        identifiers = dict(self.identifiers or {})
+        unknown = sorted(set(identifiers) - set(IDENTIFIERS))
+        if unknown:
+            raise ValueError(f"Unknown identifiers {unknown}; give any of {list(IDENTIFIERS)}.")
+        n = len(self.indices)
+        ranks = range(1, n + 1) if self.ranks is None else self.ranks
+        for key, values in [*identifiers.items(), ("label_names", self.label_names),
+                            ("distances", self.distances), ("ranks", ranks)]:  # fmt: skip
+            if len(values) != n:
+                raise ValueError(f"{key} has {len(values)} values for {n} neighbours.")
+        self.columns = [k for k in IDENTIFIERS if k in identifiers]
         self.rows = [
-            (rank + 1, int(i), name, float(d))
-            for rank, (i, name, d) in enumerate(
+            {
+                "rank": int(ranks[j]),
+                "index": int(i),
+                **{k: _identifier(identifiers, k, j) for k in IDENTIFIERS},
+                "label": name,
+                "distance": float(d),
+            }
+            for j, (i, name, d) in enumerate(
                 zip(self.indices, self.label_names, self.distances, strict=True)
             )
         ]
+
+
+def _identifier(identifiers, key, j):
+    if key not in identifiers:
+        return None
+    value = identifiers[key][j]
+    if key == "file":
+        return str(value)
+    return float(value)
+
+
+def neighbour_table(result):
+    """The HTML :func:`table` of a result: rank, index, the identifiers the catalogue
+    has, label, distance."""
+    header = ["rank", "index", *result.columns, "label", "distance"]
+    formats = {"ra": "{:.6f}", "dec": "{:.6f}", "redshift": "{:.5f}"}
+    rows = []
+    for row in result.rows:
+        cells = [row["rank"], row["index"]]
+        for key in result.columns:
+            v = row[key]
+            cells.append(v if key == "file" or np.isnan(v) else formats[key].format(v))
+        rows.append([*cells, row["label"], f"{row['distance']:.6g}"])
+    return table(header, rows)
+
+
+@dataclass
+class SearchQuery:
+    """One query of a search report: its image and what it is.
+
+    Parameters
+    ----------
+    name : str
+        Short name, as the command line gave it (``"index:123"``, a file name); the
+        ``query`` of its :class:`SearchResult` objects.
+    image : ndarray of shape (1, H, W, C)
+        The query as searched.
+    description : str, default=""
+        What the query is ("Milky Way model", "catalogue galaxy 123 (g123.png)").
+    note : str, default=""
+        A remark shown with its results (for example that the galaxy itself is left
+        out of its neighbours).
+    identifiers : dict, default=None
+        For a catalogue member: its ``index`` and the identifiers of
+        :class:`SearchResult` (written to results.json).
+    """
+
+    name: str
+    image: np.ndarray
+    description: str = ""
+    note: str = ""
+    identifiers: dict | None = None
+
+
+def _neighbour_block(report, result, *, query_image, catalogue_images, filename, query_title):
+    """Save the montage of one result; return what its template shows."""
+    from galaxysim.plotting import plot_neighbors
+    from galaxysim.report._page import save_figure
+
+    heading = result.title or result.method
+    fig = plot_neighbors(
+        query_image,
+        catalogue_images[result.indices],
+        labels=result.label_names,
+        distances=result.distances,
+        indices=result.indices,
+        title=heading,
+        query_title=query_title,
+    )
+    save_figure(fig, report.out / filename)
+    return {"heading": heading, "filename": filename, "table": neighbour_table(result)}
 
 
 def add_neighbours(
@@ -86,33 +220,58 @@ def add_neighbours(
     table_open : bool, default=True
         Show the ranked table unfolded.
     """
-    from galaxysim.plotting import plot_neighbors
-    from galaxysim.report._page import save_figure
-
-    heading = result.title or result.method
-    filename = f"montage_{file_stem(result.method)}.png"
-    fig = plot_neighbors(
-        query_image,
-        catalogue_images[result.indices],
-        labels=result.label_names,
-        distances=result.distances,
-        indices=result.indices,
-        title=heading,
+    block = _neighbour_block(
+        report,
+        result,
+        query_image=query_image,
+        catalogue_images=catalogue_images,
+        filename=f"montage_{file_stem(result.method)}.png",
         query_title=query_title,
     )
-    save_figure(fig, report.out / filename)
-    rows = table(
-        ["rank", "index", "label", "distance"],
-        [(r, i, n, f"{d:.6g}") for r, i, n, d in result.rows],
-    )
     report.add_section(
-        heading,
+        block["heading"],
         "neighbours.html",
-        filename=filename,
-        alt=heading,
-        table=rows,
+        filename=block["filename"],
+        alt=block["heading"],
+        table=block["table"],
         table_open=table_open,
     )
+
+
+def add_query(report, query, results, *, catalogue_images, heading, file_prefix="montage_"):
+    """Add one query's section: how it was given (its name, when that is not its
+    description, which ``heading`` should say), its note, then every method's montage
+    and ranked table.
+
+    Parameters
+    ----------
+    report : Report
+        The report.
+    query : SearchQuery
+        The query.
+    results : list of SearchResult
+        Its neighbours, one per method.
+    catalogue_images : ndarray of shape (n, H, W, C)
+        The catalogue, indexed by the results' ``indices``.
+    heading : str
+        Section heading.
+    file_prefix : str, default="montage_"
+        Start of the montages' file names (``<prefix><method>.png``).
+    """
+    blocks = [
+        _neighbour_block(
+            report,
+            res,
+            query_image=query.image,
+            catalogue_images=catalogue_images,
+            filename=f"{file_prefix}{file_stem(res.method)}.png",
+            query_title="query",
+        )
+        for res in results
+    ]
+    # the heading says what the query is; the caption how it was given, when that differs
+    given = query.name if query.description and query.name != query.description else ""
+    report.add_section(heading, "query.html", given=given, note=query.note, blocks=blocks)
 
 
 def add_scores(report, results, *, y, label_names=None):

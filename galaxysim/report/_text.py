@@ -10,6 +10,9 @@ __all__ = ["format_scores", "format_table"]
 def format_table(result):
     """The ranked table of one method's neighbours, as text.
 
+    Columns: rank, index, the identifiers the catalogue has (``file``, ``ra``,
+    ``dec``, ``redshift``; NaN shown as ``-``), label, distance.
+
     Parameters
     ----------
     result : SearchResult
@@ -26,13 +29,34 @@ def format_table(result):
     mse: top 1
     rank   index  label                       distance
        1       3  Round Smooth                0.5
+    >>> print(format_table(SearchResult("mse", [0.5], [3], ["Spiral"],
+    ...                                 identifiers={"file": ["images/g3.png"]})))
+    mse
+    rank   index  file           label                       distance
+       1       3  images/g3.png  Spiral                      0.5
     """
+    fmt = {"ra": "{:11.6f}", "dec": "{:11.6f}", "redshift": "{:9.5f}"}
+    width = {"ra": 11, "dec": 11, "redshift": 9}
+    if "file" in result.columns:
+        width["file"] = max([4, *(len(r["file"]) for r in result.rows)])
+
+    def cell(key, value):
+        if key == "file":
+            return f"{value:<{width['file']}}"
+        return f"{'-' if np.isnan(value) else fmt[key].format(value):>{width[key]}}"
+
+    label_width = max([26, *(len(r["label"]) for r in result.rows)])
+    head = [f"{'rank':>4}", f"{'index':>6}"]
+    head += [cell("file", "file") if k == "file" else f"{k:>{width[k]}}" for k in result.columns]
     lines = [
         f"{result.title or result.method}",
-        f"{'rank':>4}  {'index':>6}  {'label':<26}  distance",
+        "  ".join([*head, f"{'label':<{label_width}}", "distance"]),
     ]
-    for rank, index, name, dist in result.rows:
-        lines.append(f"{rank:>4}  {index:>6}  {name:<26}  {dist:.6g}")
+    for row in result.rows:
+        cells = [f"{row['rank']:>4}", f"{row['index']:>6}"]
+        cells += [cell(k, row[k]) for k in result.columns]
+        cells += [f"{row['label']:<{label_width}}", f"{row['distance']:.6g}"]
+        lines.append("  ".join(cells))
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """The two reports, composed of sections: similarity search and evaluation."""
 
 import csv
+import dataclasses
 import io
 import re
 from collections.abc import Mapping
@@ -10,12 +11,15 @@ import numpy as np
 from galaxysim.report._labels import label_name
 from galaxysim.report._page import Report
 from galaxysim.report._sections import (
+    NEIGHBOUR_COLUMNS,
+    SearchQuery,
     add_confusion_matrix,
     add_generated,
     add_latent_map,
     add_neighbours,
     add_per_class_precision,
     add_precision_curves,
+    add_query,
     add_reconstructions,
     add_scores,
     add_training_curves,
@@ -75,34 +79,78 @@ def _results_csv(rows):
     return csv_text(fields, [[_csv_value(row.get(key, "")) for key in fields] for row in rows])
 
 
-def neighbours_csv(results):
-    """CSV text of ranked neighbours: method, rank, index, label, distance.
+def _neighbour_value(key, value):
+    if value is None:
+        return ""  # a column the catalogue lacks
+    if key == "distance":
+        return f"{value:.8g}"
+    if isinstance(value, float):
+        return "" if np.isnan(value) else repr(value)  # every digit of ra and dec
+    return value
 
-    Text that a spreadsheet would run as a formula (a label ``=HYPERLINK(...)``) is
-    written with a leading ``'`` (:func:`spreadsheet_safe`).
+
+def neighbours_csv(results, *, query_column=None):
+    """CSV text of ranked neighbours, one row per neighbour.
+
+    The columns are :data:`NEIGHBOUR_COLUMNS`, in this order: ``method, rank, index,
+    file, ra, dec, redshift, label, distance``; an identifier the catalogue lacks
+    (``file`` of a Galaxy10 file, ``ra`` of a folder) is an empty column, a value
+    missing for one galaxy (a NaN redshift) an empty cell. Neighbours of several
+    queries add a last column, ``query``, naming each row's query (after the nine, so
+    that those keep their places).
+
+    Text that a spreadsheet would run as a formula (a label or file name
+    ``=HYPERLINK(...)``) is written with a leading ``'`` (:func:`spreadsheet_safe`).
+
+    Parameters
+    ----------
+    results : list of SearchResult
+        The neighbours, per method (and query).
+    query_column : bool, default=None
+        Add the ``query`` column; ``None``: when the results are of several queries.
+
+    Returns
+    -------
+    text : str
 
     Examples
     --------
     >>> from galaxysim.report import SearchResult
     >>> neighbours_csv([SearchResult("mse", [0.5], [3], ["a"])]).splitlines()
-    ['method,rank,index,label,distance', 'mse,1,3,a,0.5']
-    >>> neighbours_csv([SearchResult("mse", [-0.5], [3], ["=1+1"])]).splitlines()[1]
-    "mse,1,3,'=1+1,-0.5"
+    ['method,rank,index,file,ra,dec,redshift,label,distance', 'mse,1,3,,,,,a,0.5']
+    >>> res = SearchResult("mse", [-0.5], [3], ["=1+1"], identifiers={"file": ["@x.png"]})
+    >>> neighbours_csv([res]).splitlines()[1]
+    "mse,1,3,'@x.png,,,,'=1+1,-0.5"
     """
+    if query_column is None:
+        query_column = len({res.query for res in results}) > 1
+    header = [*NEIGHBOUR_COLUMNS, *(["query"] if query_column else [])]
     return csv_text(
-        ["method", "rank", "index", "label", "distance"],
+        header,
         [
-            [res.method, rank, index, name, f"{dist:.8g}"]
+            [
+                res.method,
+                *(_neighbour_value(key, row[key]) for key in NEIGHBOUR_COLUMNS[1:]),
+                *([res.query] if query_column else []),
+            ]
             for res in results
-            for rank, index, name, dist in res.rows
+            for row in res.rows
         ],
     )
 
 
 def write_search_report(
-    out_dir, results, *, query_image, catalogue_images, summary, extra_figures=()
+    out_dir,
+    results,
+    *,
+    query_image=None,
+    queries=None,
+    catalogue_images,
+    summary,
+    extra_figures=(),
 ):
-    """Write a similarity-search report: one montage per method, results.csv, index.html.
+    """Write a similarity-search report: one section per query, with a montage and a
+    ranked table per method, then results.csv, results.json and index.html.
 
     Parameters
     ----------
@@ -110,9 +158,11 @@ def write_search_report(
         Report folder: new, empty, or an earlier galaxysim report, which is replaced
         whole (:class:`Report`); any other folder is refused.
     results : list of SearchResult
-        One entry per method.
-    query_image : ndarray of shape (1, H, W, C)
-        The query as searched.
+        One entry per method (and query: each result's ``query`` names its query).
+    query_image : ndarray of shape (1, H, W, C), default=None
+        The query as searched, for a search of one query; or give ``queries``.
+    queries : list of SearchQuery, default=None
+        The queries, each with a section (in this order) holding its results.
     catalogue_images : ndarray of shape (n, H, W, C)
         The catalogue, indexed by ``SearchResult.indices``.
     summary : dict
@@ -125,6 +175,15 @@ def write_search_report(
     index : pathlib.Path
         Path of index.html, written last.
 
+    Notes
+    -----
+    ``results.csv`` has the columns of :func:`neighbours_csv` (``query`` last when
+    there are several queries); ``results.json`` holds the summary and, per query, its
+    name, description, note and identifiers (a catalogue member's ``index``, ``file``,
+    ...) and its neighbours per method with the same keys as the CSV (null for what
+    the catalogue lacks). The montages are ``montage_<method>.png`` for one query and
+    ``montage_<n>_<method>.png`` for query ``n`` (from 1) of several.
+
     Examples
     --------
     >>> import tempfile
@@ -135,16 +194,59 @@ def write_search_report(
     >>> index = write_search_report(tempfile.mkdtemp(), [res], query_image=images[:1],
     ...                             catalogue_images=images, summary={"query": "toy"})
     >>> sorted(p.name for p in index.parent.iterdir())
-    ['.galaxysim-report', 'index.html', 'montage_mse.png', 'results.csv']
+    ['.galaxysim-report', 'index.html', 'montage_mse.png', 'results.csv', 'results.json']
     >>> "a &amp; b" in index.read_text(encoding="utf-8")
     True
     """
+    if (queries is None) == (query_image is None):
+        raise ValueError("Give either query_image (one query) or queries.")
+    if queries is None:
+        queries = [SearchQuery("query", query_image)]
+        results = [dataclasses.replace(res, query="query") for res in results]
+    queries = list(queries)
+    names = [q.name for q in queries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Query names must differ; got {names}.")
+    unknown = sorted({res.query for res in results} - set(names))
+    if unknown:
+        raise ValueError(f"Results of unknown queries {unknown}; the queries are {names}.")
+    several = len(queries) > 1
     with Report(out_dir, "galaxysim similarity search") as report:
-        for res in results:
-            add_neighbours(report, res, query_image=query_image, catalogue_images=catalogue_images)
+        for n, query in enumerate(queries, start=1):
+            mine = [res for res in results if res.query == query.name]
+            what = query.description or query.name
+            add_query(
+                report,
+                query,
+                mine,
+                catalogue_images=catalogue_images,
+                heading=f"Query {n}: {what}" if several else f"Query: {what}",
+                file_prefix=f"montage_{n}_" if several else "montage_",
+            )
         for title, filename, fig in extra_figures:
             report.add_figure(title, filename, fig)
-        report.write_text("results.csv", neighbours_csv(results))
+        report.write_text("results.csv", neighbours_csv(results, query_column=several))
+        report.write_json(
+            "results.json",
+            {
+                "summary": {str(k): str(v) for k, v in summary.items()},
+                "columns": list(NEIGHBOUR_COLUMNS) + (["query"] if several else []),
+                "queries": [
+                    {
+                        "name": q.name,
+                        "description": q.description,
+                        "note": q.note,
+                        "identifiers": dict(q.identifiers or {}),
+                        "results": [
+                            {"method": res.method, "title": res.title, "neighbours": res.rows}
+                            for res in results
+                            if res.query == q.name
+                        ],
+                    }
+                    for q in queries
+                ],
+            },
+        )
         return report.finish(summary)
 
 

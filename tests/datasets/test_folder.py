@@ -628,3 +628,72 @@ def test_bad_new_parameters(tmp_path, kwargs, error, match):
     Image.fromarray(_image(0)).save(tmp_path / "a.png")
     with pytest.raises(error, match=match):
         load_image_folder(tmp_path, verbose=0, **kwargs)
+
+
+# ------------------------------------------------------------------ identifiers are no labels
+def _objid_folder(tmp_path, n=30, extra=()):
+    rows = []
+    for i in range(n):
+        Image.fromarray(_image(i, size=16)).save(tmp_path / f"g{i}.png")
+        rows.append([f"g{i}.png", 588848901527896238 + 1000 * i, *[c[1](i) for c in extra]])
+    _write_csv(tmp_path / "labels.csv", ["file", "sdss_objid", *[c[0] for c in extra]], rows)
+    return tmp_path
+
+
+def test_only_column_an_identifier_loads_unlabelled_in_bounded_memory(tmp_path):
+    # `file,sdss_objid`: it used to build range(5.9e17) label names (killed for memory)
+    import tracemalloc
+
+    _objid_folder(tmp_path)
+    tracemalloc.start()
+    with pytest.warns(UserWarning, match=r"'sdss_objid' .* 30 distinct values in 30 rows"):
+        data = load_image_folder(tmp_path, verbose=0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20
+    assert data.target is None and data.target_names is None and data.label_column is None
+    assert len(data.images) == 30
+
+
+def test_label_column_naming_an_identifier_is_an_error(tmp_path):
+    _objid_folder(tmp_path, extra=[("morph", lambda i: "ab"[i % 2])])
+    with pytest.raises(
+        ValueError,
+        match=r"'sdss_objid' .* 30 distinct values in 30 rows .*an identifier, not labels\. "
+        r"Pass label_column=<name> .*\['morph'\].*labels_csv=False",
+    ):
+        load_image_folder(tmp_path, label_column="sdss_objid", verbose=0)
+    data = load_image_folder(tmp_path, label_column="morph", verbose=0)
+    assert data.target_names.tolist() == ["a", "b"]
+
+
+def test_more_than_a_thousand_classes_is_an_identifier(tmp_path):
+    from galaxysim.datasets._folder import _encode_labels
+
+    values = [str(i % 1001) for i in range(5000)]
+    with pytest.raises(ValueError, match="more than 1000, the most classes"):
+        _encode_labels(values, None, "c", tmp_path / "l.csv", ["file", "c"])
+    # a thousand classes of five images are labels
+    values = [str(i % 1000) for i in range(5000)]
+    target, names = _encode_labels(values, None, "c", tmp_path / "l.csv", ["file", "c"])
+    assert len(names) == 1000 and target.max() == 999
+
+
+def test_large_integer_labels_are_coded_in_sorted_order(tmp_path):
+    from galaxysim.datasets._folder import _encode_labels
+
+    target, names = _encode_labels(["70000", "5", "70000", "5"], None, "c", "l.csv", [])
+    assert target.tolist() == [1, 0, 1, 0] and names.tolist() == ["5", "70000"]
+
+
+def test_files_are_relative_to_the_folder(folder, tmp_path):
+    path, _, rows = folder
+    data = load_image_folder(path, verbose=0)
+    assert data.files.tolist() == [r[0] for r in rows]
+    assert [Path(f) for f in data.filenames] == [path / r[0] for r in rows]
+    # a CSV elsewhere names them relative to itself; files stay relative to the folder
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    _write_csv(other / "mine.csv", ["file", "kind"], [[f"../{r[0]}", r[2]] for r in rows[:2]])
+    data = load_image_folder(path, labels_csv=other / "mine.csv", verbose=0)
+    assert data.files.tolist() == [rows[0][0], rows[1][0]]

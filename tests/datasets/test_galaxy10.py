@@ -247,7 +247,7 @@ def test_truncated_hdf5(decals):
         load_galaxy10(path, cache_dir=False, verbose=0)
 
 
-@pytest.mark.parametrize("present", [("images",), ("ans", "ra"), ()])
+@pytest.mark.parametrize("present", [("ans", "ra"), ()])
 def test_missing_datasets_list_keys(tmp_path, present):
     path = tmp_path / "g.h5"
     with h5py.File(path, "w") as f:
@@ -256,6 +256,23 @@ def test_missing_datasets_list_keys(tmp_path, present):
         f.create_dataset("other", data=[1])
     with pytest.raises(KeyError, match=r"keys found: \[.*'other'.*\]"):
         load_galaxy10(path, cache_dir=False, verbose=0)
+
+
+def test_file_without_ans_loads_unlabelled(tmp_path):
+    # like a folder without labels: target and target_names None, said in DESCR
+    path = tmp_path / "g.h5"
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=images)
+        f.create_dataset("ra", data=np.arange(4.0))
+    for cache_dir in (False, tmp_path / "cache", tmp_path / "cache"):  # no cache, write, read
+        data = load_galaxy10(path, cache_dir=cache_dir, verbose=0)
+        assert data.target is None and data.target_names is None
+        np.testing.assert_array_equal(data.images, images)
+        np.testing.assert_array_equal(data.ra, np.arange(4.0))
+        assert "without labels (the file has no 'ans' dataset" in data.DESCR
+    X, y = load_galaxy10(path, cache_dir=False, return_X_y=True, verbose=0)
+    assert y is None and X.shape == (4, 64, 64, 3)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,9 @@ from galaxysim.neighbors import NearestGalaxy
 from galaxysim.pipeline import make_search_pipeline
 from galaxysim.preprocessing import PixelFlatten
 from galaxysim.report import (
+    NEIGHBOUR_COLUMNS,
     Report,
+    SearchQuery,
     SearchResult,
     format_scores,
     format_table,
@@ -107,11 +109,11 @@ def test_search_report_escapes_labels_and_facts(tmp_path, data):
     assert page.startswith("<!DOCTYPE html>")
     assert_escaped(page)
     assert "<th>query</th><td>&lt;b&gt;q&lt;/b&gt;</td>" in page
-    assert "<h2>&lt;em&gt;mse&lt;/em&gt;</h2>" in page
+    assert "<h3>&lt;em&gt;mse&lt;/em&gt;</h3>" in page
     assert 'alt="&lt;em&gt;mse&lt;/em&gt;"' in page
     with open(tmp_path / "results.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["method", "rank", "index", "label", "distance"]
+    assert list(rows[0]) == list(NEIGHBOUR_COLUMNS)
     assert [r["label"] for r in rows] == NASTY  # UTF-8, unescaped in the data file
 
 
@@ -264,6 +266,7 @@ def test_method_names_are_safe_file_names(tmp_path, data):
         "index.html",
         "montage_evil_name.png",
         "results.csv",
+        "results.json",
     ]
     assert not (tmp_path / "evil name.png").exists()
 
@@ -272,7 +275,10 @@ def test_method_names_are_safe_file_names(tmp_path, data):
 def test_templates_are_package_data():
     templates = importlib.resources.files("galaxysim.report") / "templates"
     names = sorted(p.name for p in templates.iterdir() if p.name.endswith(".html"))
-    assert names == ["_macros.html", "figure.html", "neighbours.html", "page.html", "scores.html"]
+    assert names == [
+        *("_macros.html", "figure.html", "neighbours.html", "page.html", "query.html"),
+        "scores.html",
+    ]
     # every template a module names exists, and setup.cfg ships them
     source = "".join(
         (REPO / "galaxysim" / "report" / f).read_text() for f in ("_page.py", "_sections.py")
@@ -365,3 +371,87 @@ def test_format_scores_and_table(data):
     text = format_table(res).splitlines()
     assert text[0] == "mse" and text[1].split() == ["rank", "index", "label", "distance"]
     assert len(text) == 2 + 3
+
+
+# ------------------------------------------------------------------ identifiers, queries
+def _traced(query, files=("=evil.png", "b.png", "c.png"), k=3):
+    return SearchResult(
+        "mse",
+        np.arange(k) / 4,
+        np.arange(k),
+        ["a", "b", "c"][:k],
+        title=f"mse for {query}",
+        identifiers={"file": list(files)[:k], "ra": [10.123456789, np.nan, 12.0][:k]},
+        query=query,
+    )
+
+
+def test_neighbours_carry_identifiers_in_every_output(tmp_path, data):
+    X, _ = data
+    res = _traced("q")
+    index = write_search_report(
+        tmp_path, [res], queries=[SearchQuery("q", X[:1], "a query")], catalogue_images=X,
+        summary={},
+    )  # fmt: skip
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(NEIGHBOUR_COLUMNS)  # one query: no query column
+    assert [r["file"] for r in rows] == ["'=evil.png", "b.png", "c.png"]  # neutralised
+    assert [r["ra"] for r in rows] == ["10.123456789", "", "12.0"]  # every digit; NaN empty
+    assert {r["dec"] for r in rows} == {r["redshift"] for r in rows} == {""}  # lacked
+    doc = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    (q,) = doc["queries"]
+    assert q["name"] == "q" and q["description"] == "a query"
+    first = q["results"][0]["neighbours"][0]
+    assert first == {
+        "rank": 1, "index": 0, "file": "=evil.png", "ra": 10.123456789, "dec": None,
+        "redshift": None, "label": "a", "distance": 0.0,
+    }  # fmt: skip
+    assert q["results"][0]["neighbours"][1]["ra"] is None  # NaN
+    page = index.read_text(encoding="utf-8")
+    assert "<th>file</th><th>ra</th><th>label</th>" in page
+    assert "<td>=evil.png</td>" in page and "10.123457" in page
+    text = format_table(res).splitlines()
+    assert text[1].split() == ["rank", "index", "file", "ra", "label", "distance"]
+    assert text[3].split()[2:4] == ["b.png", "-"]
+
+
+def test_several_queries_get_a_section_each_and_a_query_column(tmp_path, data):
+    X, _ = data
+    queries = [
+        SearchQuery("index:3", X[3:4], "catalogue galaxy 3", note="galaxy 3 is left out"),
+        SearchQuery("g.png", X[5:6], "g.png"),
+    ]
+    results = [_traced("index:3"), _traced("g.png", k=2)]
+    index = write_search_report(
+        tmp_path, results, queries=queries, catalogue_images=X, summary={"n": 2}
+    )
+    page = index.read_text(encoding="utf-8")
+    assert re.findall(r"<h2>([^<]+)</h2>", page) == [
+        "Query 1: catalogue galaxy 3",
+        "Query 2: g.png",
+    ]
+    assert "galaxy 3 is left out" in page
+    assert 'src="montage_1_mse.png"' in page and 'src="montage_2_mse.png"' in page
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*NEIGHBOUR_COLUMNS, "query"]  # the nine first, in place
+    assert [r["query"] for r in rows] == ["index:3"] * 3 + ["g.png"] * 2
+    doc = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert [len(q["results"][0]["neighbours"]) for q in doc["queries"]] == [3, 2]
+    assert doc["queries"][0]["note"] == "galaxy 3 is left out"
+
+
+def test_search_report_checks_its_queries(tmp_path, data):
+    X, _ = data
+    q = SearchQuery("a", X[:1])
+    with pytest.raises(ValueError, match="either query_image"):
+        write_search_report(tmp_path, [], catalogue_images=X, summary={})
+    with pytest.raises(ValueError, match=r"unknown queries \['b'\]"):
+        write_search_report(tmp_path, [_traced("b")], queries=[q], catalogue_images=X, summary={})
+    with pytest.raises(ValueError, match="must differ"):
+        write_search_report(tmp_path, [], queries=[q, q], catalogue_images=X, summary={})
+    with pytest.raises(ValueError, match=r"Unknown identifiers \['objid'\]"):
+        SearchResult("m", [0.0], [1], ["a"], identifiers={"objid": [5]})
+    with pytest.raises(ValueError, match="file has 2 values for 1 neighbours"):
+        SearchResult("m", [0.0], [1], ["a"], identifiers={"file": ["a", "b"]})

@@ -146,7 +146,9 @@ def test_report_replaced_whole(tmp_path, monkeypatch, exchange):
     write_run(out, "new")
     assert len(calls) == 1  # a non-empty one by the exchange (or the fallback)
     assert "new a" in (out / "index.html").read_text(encoding="utf-8")
-    assert sorted(os.listdir(out)) == [MARKER, "index.html", "montage_mse.png", "results.csv"]
+    assert sorted(os.listdir(out)) == [
+        *(MARKER, "index.html", "montage_mse.png", "results.csv", "results.json")
+    ]
     assert staging_folders(out) == []
 
 
