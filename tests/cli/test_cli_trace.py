@@ -9,13 +9,13 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
-from test_cli_search import assert_one_line_error, table_rows
 
 from galaxysim.cli import main
 from galaxysim.cli._catalogue import separation_arcsec
 from galaxysim.datasets import make_galaxies
 from galaxysim.neighbors import NearestGalaxy
 from galaxysim.report import NEIGHBOUR_COLUMNS
+from tests.cli.test_cli_search import assert_one_line_error, table_rows
 
 N, SIZE = 40, 16
 RA0, DEC0 = 150.0, 2.0
