@@ -172,6 +172,13 @@ class SearchQuery:
     identifiers : dict, default=None
         For a catalogue member: its ``index`` and the identifiers of
         :class:`SearchResult` (written to results.json).
+    unmatched : ndarray of shape (1, H, W, C), default=None
+        For a query matched to the catalogue's survey
+        (:class:`~galaxysim.preprocessing.SurveyImager`): the query before matching,
+        shown beside ``image``.
+    matching : str, default=""
+        What the matching estimated (``SurveyImager.describe()``), shown with the
+        query and written to results.json.
     """
 
     name: str
@@ -179,6 +186,8 @@ class SearchQuery:
     description: str = ""
     note: str = ""
     identifiers: dict | None = None
+    unmatched: np.ndarray | None = None
+    matching: str = ""
 
 
 def _neighbour_block(report, result, *, query_image, catalogue_images, filename, query_title):
@@ -238,10 +247,43 @@ def add_neighbours(
     )
 
 
-def add_query(report, query, results, *, catalogue_images, heading, file_prefix="montage_"):
+def _before_after(query, path):
+    """Save the query before and after matching side by side; return the figure's file
+    name."""
+    from matplotlib.figure import Figure
+
+    from galaxysim.plotting import plot_generated
+    from galaxysim.report._page import save_figure
+
+    pair = [query.unmatched, query.image]
+    if len({im.dtype for im in pair}) > 1:
+        pair = [im.astype(np.float32) / 255 if im.dtype == np.uint8 else im for im in pair]
+    save_figure(
+        plot_generated(
+            np.concatenate(pair),
+            n_cols=2,
+            titles=["before: unmatched", "after: matched, as searched"],
+            fig=Figure(figsize=(4.2, 2.3), layout="constrained"),
+        ),
+        path,
+    )
+    return path.name
+
+
+def add_query(
+    report,
+    query,
+    results,
+    *,
+    catalogue_images,
+    heading,
+    file_prefix="montage_",
+    matched_filename="query_matched.png",
+):
     """Add one query's section: how it was given (its name, when that is not its
-    description, which ``heading`` should say), its note, then every method's montage
-    and ranked table.
+    description, which ``heading`` should say), its note, for a query matched to the
+    catalogue what the matching estimated and the query before and after, then every
+    method's montage and ranked table.
 
     Parameters
     ----------
@@ -257,7 +299,13 @@ def add_query(report, query, results, *, catalogue_images, heading, file_prefix=
         Section heading.
     file_prefix : str, default="montage_"
         Start of the montages' file names (``<prefix><method>.png``).
+    matched_filename : str, default="query_matched.png"
+        File name of the before/after figure of a matched query (``query.unmatched``
+        given).
     """
+    before_after = ""
+    if query.unmatched is not None:
+        before_after = _before_after(query, report.out / matched_filename)
     blocks = [
         _neighbour_block(
             report,
@@ -271,7 +319,15 @@ def add_query(report, query, results, *, catalogue_images, heading, file_prefix=
     ]
     # the heading says what the query is; the caption how it was given, when that differs
     given = query.name if query.description and query.name != query.description else ""
-    report.add_section(heading, "query.html", given=given, note=query.note, blocks=blocks)
+    report.add_section(
+        heading,
+        "query.html",
+        given=given,
+        note=query.note,
+        matching=query.matching,
+        before_after=before_after,
+        blocks=blocks,
+    )
 
 
 def add_scores(report, results, *, y, label_names=None):

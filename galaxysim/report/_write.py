@@ -179,10 +179,12 @@ def write_search_report(
     -----
     ``results.csv`` has the columns of :func:`neighbours_csv` (``query`` last when
     there are several queries); ``results.json`` holds the summary and, per query, its
-    name, description, note and identifiers (a catalogue member's ``index``, ``file``,
-    ...) and its neighbours per method with the same keys as the CSV (null for what
-    the catalogue lacks). The montages are ``montage_<method>.png`` for one query and
-    ``montage_<n>_<method>.png`` for query ``n`` (from 1) of several.
+    name, description, note, matching (what matching it to the catalogue estimated,
+    empty when it was not matched) and identifiers (a catalogue member's ``index``,
+    ``file``, ...) and its neighbours per method with the same keys as the CSV (null
+    for what the catalogue lacks). The montages are ``montage_<method>.png`` for one
+    query and ``montage_<n>_<method>.png`` for query ``n`` (from 1) of several; a
+    matched query's before/after figure is ``query_matched.png`` (``query_<n>_matched.png``).
 
     Examples
     --------
@@ -222,6 +224,7 @@ def write_search_report(
                 catalogue_images=catalogue_images,
                 heading=f"Query {n}: {what}" if several else f"Query: {what}",
                 file_prefix=f"montage_{n}_" if several else "montage_",
+                matched_filename=f"query_{n}_matched.png" if several else "query_matched.png",
             )
         for title, filename, fig in extra_figures:
             report.add_figure(title, filename, fig)
@@ -236,6 +239,7 @@ def write_search_report(
                         "name": q.name,
                         "description": q.description,
                         "note": q.note,
+                        "matching": q.matching,
                         "identifiers": dict(q.identifiers or {}),
                         "results": [
                             {"method": res.method, "title": res.title, "neighbours": res.rows}

@@ -442,6 +442,41 @@ def test_several_queries_get_a_section_each_and_a_query_column(tmp_path, data):
     assert doc["queries"][0]["note"] == "galaxy 3 is left out"
 
 
+def test_matched_query_shows_before_after_and_what_was_estimated(tmp_path, data):
+    from PIL import Image
+
+    X, _ = data
+    dark, bright = np.zeros_like(X[:1]), np.full_like(X[:1], 255)
+    queries = [
+        SearchQuery("index:3", X[3:4], "catalogue galaxy 3"),
+        SearchQuery(
+            "milkyway",
+            bright,
+            "Milky Way model, matched to the catalogue",
+            unmatched=dark,
+            matching="sky 0.035, noise 0.02 & more",
+        ),
+    ]
+    results = [_traced("index:3"), _traced("milkyway")]
+    index = write_search_report(
+        tmp_path, results, queries=queries, catalogue_images=X, summary={"n": 2}
+    )
+    page = index.read_text(encoding="utf-8")
+    first, second = page.split("<h2>Query 2")
+    assert "Matched to the catalogue" not in first and "_matched.png" not in first
+    assert "Matched to the catalogue: sky 0.035, noise 0.02 &amp; more." in second
+    assert "before and after matching" in second
+    assert 'src="query_2_matched.png"' in second
+    assert not (tmp_path / "query_1_matched.png").exists()
+    # the figure shows the unmatched query on the left, the matched one on the right
+    fig = np.asarray(Image.open(tmp_path / "query_2_matched.png").convert("L"), float)
+    h, w = fig.shape
+    band = fig[h // 3 : 2 * h // 3]
+    assert band[:, : w // 2].mean() < 100 < 200 < band[:, w // 2 :].mean()
+    doc = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert [q["matching"] for q in doc["queries"]] == ["", "sky 0.035, noise 0.02 & more"]
+
+
 def test_search_report_checks_its_queries(tmp_path, data):
     X, _ = data
     q = SearchQuery("a", X[:1])
