@@ -26,7 +26,7 @@ from galaxysim.cli._checks import (
     parse_radec,
 )
 
-__all__ = ["Catalogue", "find_member", "load_catalogue", "separation_arcsec"]
+__all__ = ["Catalogue", "find_member", "load_catalogue", "resolve_label", "separation_arcsec"]
 
 DEFAULT_RADEC_TOL = 3.0
 """Default ``--radec-tol``, arcseconds: about a seeing disk, a few DECaLS/SDSS pixels."""
@@ -163,6 +163,20 @@ def load_catalogue(args):
         no_labels="" if labelled else no_labels,
         **columns,
     )
+
+
+def resolve_label(text, names, labels):
+    """A label given by name (case-insensitive) or number -> label value."""
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is not None and value in set(np.unique(labels).tolist()):
+        return value
+    raise UserError(f"unknown label {text!r}; the catalogue has: {', '.join(names)}.")
 
 
 # ------------------------------------------------------------------ members

@@ -22,7 +22,6 @@ are still written).
 """
 
 import argparse
-import dataclasses
 import sys
 import time
 import warnings
@@ -31,11 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from galaxysim import __version__
-from galaxysim.cli._catalogue import DEFAULT_RADEC_TOL, Catalogue, find_member, load_catalogue
+from galaxysim.cli._catalogue import (
+    DEFAULT_RADEC_TOL,
+    Catalogue,
+    load_catalogue,
+    resolve_label,
+)
 from galaxysim.cli._checks import (
-    MEMBER_PREFIXES,
     NO_LABELS,
-    WHOLE_FRAME,
     UserError,
     check_builtin_catalogue_size,
     check_deep_image_size,
@@ -48,6 +50,7 @@ from galaxysim.cli._checks import (
     cli_message,
     crop_option,
 )
+from galaxysim.cli._query import add_match_options, check_match_options, load_queries
 from galaxysim.pipeline import DEEP_METHODS, METHODS
 
 __all__ = ["Catalogue", "UserError", "build_parser", "check_args", "load_catalogue", "main"]
@@ -94,8 +97,9 @@ def _add_data_options(p):
         "--crop",
         type=crop_option,
         default=None,
-        help="centre-crop this many source pixels before resizing, or `none` for the whole "
-        "frame (default: 64 for Galaxy10 files, whole frame for folders)",
+        help="centre-crop this many source pixels of each catalogue image before resizing, "
+        "or `none` for the whole frame (default: 64 for Galaxy10 files, whole frame for "
+        "folders); a query image file is always read whole",
     )
     p.add_argument("--image-size", type=int, default=64, help="side of the framed images")
     p.add_argument(
@@ -142,8 +146,10 @@ def build_parser():
         default=None,
         metavar="FRACTION",
         help="shrink each query image to this fraction of the frame and pad it onto "
-        "dark sky (for images whose galaxy fills the frame; not catalogue galaxies)",
+        "dark sky (for images whose galaxy fills the frame; not catalogue galaxies), "
+        "instead of matching it to the catalogue",
     )
+    add_match_options(s)
     s.add_argument(
         "--method",
         default="mse,maxabs",
@@ -202,6 +208,7 @@ def build_parser():
         "(index:N, file:NAME, radec:RA,DEC) (default: samples from noise)",
     )
     _add_radec_tol(g)
+    add_match_options(g)
     g.add_argument("--n", type=int, default=16, help="number of images (default: 16)")
     g.add_argument(
         "--scale",
@@ -248,6 +255,7 @@ def build_parser():
         "(default: %(default)s)",
     )
     _add_radec_tol(e)
+    add_match_options(e)
     e.add_argument(
         "--out",
         default="report/evaluate",
@@ -289,101 +297,6 @@ def _add_model_options(p, required=False):
 
 
 # ------------------------------------------------------------------ data
-def load_query(args, X, option="--query", spec=None):
-    """Return the query image (1, s, s, 3), of the catalogue ``X``'s shape, and a description.
-
-    ``spec``: a keyword or an image file (default: ``args.query``).
-    """
-    from galaxysim.datasets import load_milky_way
-    from galaxysim.utils._image import frame_images, reframe_images
-
-    spec = args.query if spec is None else spec
-    if spec == "milkyway":
-        q, desc = load_milky_way(kind="model", image_size=args.image_size), "Milky Way model"
-    elif spec == "milkyway-illustration":
-        q = load_milky_way(kind="illustration", image_size=args.image_size)
-        desc = "Milky Way illustration (NASA/JPL-Caltech), reframed"
-    else:
-        check_query(spec, option)
-        path = Path(spec)
-        crop = None if args.crop == WHOLE_FRAME else args.crop
-        image = _read_image(path, getattr(args, "max_pixels", None))  # (1, H, W, C)
-        height, width = image.shape[-3:-1]
-        if crop is not None and crop > min(height, width):
-            raise UserError(
-                f"--crop {crop} is larger than the {height}x{width} query {path}; use "
-                f"--crop {min(height, width)} or less, or --crop none."
-            )
-        q = frame_images(image, crop=crop, image_size=args.image_size)
-        desc = str(path)
-    if getattr(args, "reframe", None) is not None:
-        q = reframe_images(
-            q,
-            image_size=args.image_size,
-            fill_fraction=args.reframe,
-            noise_sigma=0.01,
-            random_state=args.seed,
-        )
-        desc += f", reframed to {args.reframe:g} of the frame"
-    if q.shape[1:] != X.shape[1:]:
-        raise UserError(
-            f"query is {q.shape[1]}x{q.shape[2]}x{q.shape[3]} but the catalogue "
-            f"is {X.shape[1]}x{X.shape[2]}x{X.shape[3]}; use the same --image-size."
-        )
-    return q, desc
-
-
-@dataclasses.dataclass
-class Query:
-    """One query of a command: its name as given, image, description, and the catalogue
-    row it is (``member``, None for an image from elsewhere)."""
-
-    name: str
-    image: np.ndarray
-    description: str
-    member: int | None = None
-
-    def as_report(self):
-        """The :class:`~galaxysim.report.SearchQuery` of the report."""
-        from galaxysim.report import SearchQuery
-
-        note = (
-            ""
-            if self.member is None
-            else f"Galaxy {self.member} is the query itself: it is left out of its neighbours."
-        )
-        return SearchQuery(self.name, self.image, self.description, note=note)
-
-
-def load_queries(args, catalogue, specs, option="--query", *, folders=False):
-    """The :class:`Query` objects of ``specs``: catalogue members as their framed
-    catalogue images (not read again), images (and, with ``folders``, every image of a
-    folder) as :func:`load_query` frames them."""
-    queries = []
-    for spec in specs:
-        if spec.startswith(MEMBER_PREFIXES):
-            i = find_member(spec, catalogue, option=option, radec_tol=args.radec_tol)
-            image = catalogue.images[i : i + 1]
-            queries.append(Query(spec, image, f"catalogue {catalogue.describe(i)}", member=i))
-        elif folders and Path(spec).is_dir():
-            from galaxysim.datasets._folder import find_images
-
-            files = find_images(spec)
-            if not files:
-                raise UserError(f"{option} {spec}: the folder holds no images.")
-            for path in files:
-                queries.append(
-                    Query(str(path), *load_query(args, catalogue.images, option, str(path)))
-                )
-        else:
-            queries.append(Query(spec, *load_query(args, catalogue.images, option, spec)))
-    names = [q.name for q in queries]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise UserError(f"{option} {repeated[0]} is given more than once.")
-    return queries
-
-
 def _stack(images):
     """One batch of query images; uint8 ones scaled to [0, 1] when others are floats."""
     if len({im.dtype for im in images}) > 1:
@@ -398,42 +311,12 @@ def label_namer(names):
     return lambda v: names[v] if 0 <= v < len(names) else str(v)
 
 
-def _read_image(path, max_pixels=None):
-    # the one reader, as for catalogue folders: same file, same pixels
-    from galaxysim.utils._imread import ImageReadError, ImageTooLargeError, read_image
-
-    try:
-        return read_image(path, max_pixels=max_pixels)[np.newaxis]
-    except ImageTooLargeError as exc:
-        raise UserError(
-            f"query image {path} is {exc.size[0]}x{exc.size[1]} pixels, more than the "
-            f"{exc.limit:,} pixels galaxysim reads (a guard against decompression bombs); "
-            "shrink it first, or if you trust it, pass a larger --max-pixels."
-        ) from None
-    except ImageReadError as exc:
-        raise UserError(f"cannot read image {path}: {exc.reason}") from None
-
-
 def parse_methods(text):
     methods = [m.strip().lower() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise UserError(f"unknown method(s) {bad or text!r}; choose from {', '.join(METHODS)}.")
     return methods
-
-
-def resolve_label(text, names, labels):
-    """A label given by name (case-insensitive) or number -> label value."""
-    lowered = [n.lower() for n in names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is not None and value in set(np.unique(labels).tolist()):
-        return value
-    raise UserError(f"unknown label {text!r}; the catalogue has: {', '.join(names)}.")
 
 
 def _new_model(method, args):
@@ -744,6 +627,7 @@ def cmd_evaluate(args):
             "deep-model epochs": "model defaults" if args.epochs is None else args.epochs,
             "image size": f"{X.shape[1]}x{X.shape[2]}",
             "query": q_desc,
+            **({"query matching": the_query.matching} if the_query.matching else {}),
         },
         search_results=search_results,
         query_image=query,
@@ -780,6 +664,7 @@ def check_args(args):
         check_input(args.catalogue, "--catalog", folder_ok=True)
     if args.labels_csv not in (None, NO_LABELS):
         check_input(args.labels_csv, "--labels-csv")
+    check_match_options(args)
     if args.command == "search":
         for spec in args.query or ["milkyway"]:
             check_query(spec, "--query", folder_ok=True)

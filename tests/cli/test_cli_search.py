@@ -238,6 +238,7 @@ def test_query_grey_and_rgba_png(capsys, tmp_path):
 def test_query_sixteen_bit_png_reads_as_in_a_catalogue_folder(capsys, tmp_path):
     # the query and the folder loader share one reader: a 16-bit grey PNG is rescaled
     # alike (the query used to be clipped to 255), so the file finds itself at distance 0
+    # (unmatched: matching it to the catalogue would re-image it)
     rng = np.random.default_rng(0)
     folder = tmp_path / "cat"
     folder.mkdir()
@@ -246,7 +247,7 @@ def test_query_sixteen_bit_png_reads_as_in_a_catalogue_folder(capsys, tmp_path):
     deep = rng.gamma(2.0, 3000.0, size=(64, 64)).clip(0, 65535).astype(np.uint16)
     Image.fromarray(deep).save(folder / "9-deep.png")
     code, out, err = run(
-        capsys, "--catalog", str(folder), "--method", "mse", "-k", "2",
+        capsys, "--catalog", str(folder), "--method", "mse", "-k", "2", "--no-match",
         "--query", str(folder / "9-deep.png"),
     )  # fmt: skip
     assert code == 0, err
@@ -255,7 +256,7 @@ def test_query_sixteen_bit_png_reads_as_in_a_catalogue_folder(capsys, tmp_path):
 
 
 def test_query_reader_is_the_one_reader(tmp_path):
-    from galaxysim.cli._main import _read_image
+    from galaxysim.cli._query import _read_image
     from galaxysim.utils._imread import read_image
 
     rng = np.random.default_rng(1)
@@ -282,7 +283,7 @@ def test_query_decompression_bomb_is_a_one_line_error(capsys, tmp_path):
 def test_query_fifo_is_refused_without_blocking(capsys, tmp_path):
     import os
 
-    from galaxysim.cli._main import _read_image
+    from galaxysim.cli._query import _read_image
 
     os.mkfifo(tmp_path / "pipe.png")
     with pytest.raises(ValueError, match="named pipe"):
@@ -562,12 +563,13 @@ def test_corrupt_query_image(capsys, tmp_path, kind):
     assert_one_line_error(code, err, "cannot read image .*bad.png")
 
 
-def test_crop_larger_than_query(capsys, tmp_path):
+def test_crop_larger_than_query_is_not_applied_to_it(capsys, tmp_path):
+    # --crop frames the catalogue only: a query file smaller than it is read whole
     path = tmp_path / "small.png"
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(path)
-    code, _, err = run(capsys, "--method", "mse", "--crop", "100", "--query", str(path))
-    assert_one_line_error(code, err, r"--crop 100 is larger than the 40x40 query .*small\.png")
-    assert "X images" not in err and "Resize(" not in err
+    code, out, err = run(capsys, "--method", "mse", "--crop", "100", "--query", str(path))
+    assert code == 0, err
+    assert len(next(iter(tables(out).values()))) == 10
 
 
 # ------------------------------------------------------------------ real entry points
