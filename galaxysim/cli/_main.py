@@ -179,6 +179,10 @@ def build_parser():
         "index.html into this folder (created)",
     )
     _add_model_options(s)
+    from galaxysim.cli._index import add_index_parser, add_search_index_option
+
+    add_search_index_option(s)
+    add_index_parser(sub)
 
     t = sub.add_parser(
         "train",
@@ -449,7 +453,9 @@ def cmd_search(args):
     from galaxysim.report import SearchResult, format_table, write_search_report
 
     methods = args.methods
-    cat = load_catalogue(args)
+    if args.index:
+        from galaxysim.cli._index import index_catalogue
+    cat = index_catalogue(args) if args.index else load_catalogue(args)
     X, y = cat.images, cat.target
     queries = load_queries(args, cat, args.query or ["milkyway"], folders=True)
     if (args.per_class or args.within) and y is None:
@@ -465,7 +471,7 @@ def cmd_search(args):
         if args.stdout.closed and not args.out:
             break  # nobody reads the tables and there is no report to write
         t0 = time.perf_counter()
-        pipe = fit_search(method, args, X, y)
+        pipe = cat.searcher(method) if args.index else fit_search(method, args, X, y)
         if args.per_class:
             found = per_class_neighbours(pipe, Q, members, k, y, within)
         else:
@@ -507,7 +513,7 @@ def cmd_search(args):
             args.out,
             results,
             queries=[q.as_report() for q in queries],
-            catalogue_images=X,
+            catalogue_images=cat.report_images(results) if args.index else X,
             summary=summary,
         )
         args.stdout.print(f"report written to {index}")
@@ -640,6 +646,12 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_index(args):
+    from galaxysim.cli._index import cmd_index
+
+    return cmd_index(args)
+
+
 def check_args(args):
     """Check what needs no data, right after parsing and before any long work.
 
@@ -649,6 +661,10 @@ def check_args(args):
     will be used are model files of the right kind from a complete training run.
     Sets ``args.methods``.
     """
+    if args.command == "index" or getattr(args, "index", None):
+        from galaxysim.cli._index import check_args as check_index_args
+
+        return check_index_args(args)  # index and search --index
     methods = parse_methods(args.method) if getattr(args, "method", None) else []
     if args.command == "train":
         bad = [m for m in methods if m not in DEEP_METHODS]
@@ -691,6 +707,7 @@ COMMANDS = {
     "train": cmd_train,
     "generate": cmd_generate,
     "evaluate": cmd_evaluate,
+    "index": cmd_index,
 }
 
 

@@ -1,5 +1,6 @@
 """The sections of a report: one function per section, each adding it to a Report."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,6 +191,22 @@ class SearchQuery:
     matching: str = ""
 
 
+def _images_of(catalogue_images, indices, query_image):
+    """The images of catalogue rows ``indices``, from the whole catalogue (an array) or
+    from ``{catalogue index: image}`` holding only the neighbours shown."""
+    if not isinstance(catalogue_images, Mapping):
+        return catalogue_images[np.asarray(indices, dtype=np.intp)]
+    missing = [int(i) for i in indices if int(i) not in catalogue_images]
+    if missing:
+        raise ValueError(
+            f"catalogue_images has no image of the neighbours {missing[:5]}; give the "
+            "whole catalogue (an array) or {catalogue index: image} of every neighbour shown."
+        )
+    if len(indices) == 0:
+        return np.empty((0, *np.shape(query_image)[1:]), dtype=np.asarray(query_image).dtype)
+    return np.stack([np.asarray(catalogue_images[int(i)]) for i in indices])
+
+
 def _neighbour_block(report, result, *, query_image, catalogue_images, filename, query_title):
     """Save the montage of one result; return what its template shows."""
     from galaxysim.plotting import plot_neighbors
@@ -198,7 +215,7 @@ def _neighbour_block(report, result, *, query_image, catalogue_images, filename,
     heading = result.title or result.method
     fig = plot_neighbors(
         query_image,
-        catalogue_images[result.indices],
+        _images_of(catalogue_images, result.indices, query_image),
         labels=result.label_names,
         distances=result.distances,
         indices=result.indices,
@@ -222,8 +239,9 @@ def add_neighbours(
         The neighbours.
     query_image : ndarray of shape (1, H, W, C)
         The query.
-    catalogue_images : ndarray of shape (n, H, W, C)
-        The catalogue, indexed by ``result.indices``.
+    catalogue_images : ndarray of shape (n, H, W, C) or mapping of int to ndarray
+        The catalogue, indexed by ``result.indices``; or ``{catalogue index: image
+        (H, W, C)}`` of the neighbours only.
     query_title : str, default="query"
         Caption of the query panel.
     table_open : bool, default=True
@@ -293,8 +311,9 @@ def add_query(
         The query.
     results : list of SearchResult
         Its neighbours, one per method.
-    catalogue_images : ndarray of shape (n, H, W, C)
-        The catalogue, indexed by the results' ``indices``.
+    catalogue_images : ndarray of shape (n, H, W, C) or mapping of int to ndarray
+        The catalogue, indexed by the results' ``indices``; or ``{catalogue index:
+        image (H, W, C)}`` of the neighbours only.
     heading : str
         Section heading.
     file_prefix : str, default="montage_"

@@ -163,8 +163,10 @@ def write_search_report(
         The query as searched, for a search of one query; or give ``queries``.
     queries : list of SearchQuery, default=None
         The queries, each with a section (in this order) holding its results.
-    catalogue_images : ndarray of shape (n, H, W, C)
-        The catalogue, indexed by ``SearchResult.indices``.
+    catalogue_images : ndarray of shape (n, H, W, C) or mapping of int to ndarray
+        The catalogue, indexed by ``SearchResult.indices``; or only the neighbours'
+        images, as ``{catalogue index: image (H, W, C)}`` holding every index of the
+        results (a search of a persisted index reads just those from the catalogue).
     summary : dict
         Key/value lines shown at the top of the page (catalogue, query, ...).
     extra_figures : sequence of (title, filename, Figure), default=()
@@ -198,6 +200,11 @@ def write_search_report(
     >>> sorted(p.name for p in index.parent.iterdir())
     ['.galaxysim-report', 'index.html', 'montage_mse.png', 'results.csv', 'results.json']
     >>> "a &amp; b" in index.read_text(encoding="utf-8")
+    True
+    >>> shown = {2: images[2], 0: images[0]}  # the neighbours' images only
+    >>> index = write_search_report(tempfile.mkdtemp(), [res], query_image=images[:1],
+    ...                             catalogue_images=shown, summary={"query": "toy"})
+    >>> (index.parent / "montage_mse.png").is_file()
     True
     """
     if (queries is None) == (query_image is None):
