@@ -65,7 +65,7 @@ def add_match_options(p):
 
 def _matching_off(args):
     """Why queries are not matched (``""`` when they are)."""
-    if args.catalogue is None:
+    if args.catalogue is None and getattr(args, "index", None) is None:
         return _BUILTIN_NEEDS_NO_MATCH
     if args.no_match:
         return "--no-match is given"

@@ -525,7 +525,9 @@ class SurveyImager(ParamsValidationMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, height, width, n_channels)
-            The catalogue's framed images (uint8 or float in [0, 1]), as searched.
+            The catalogue's framed images (uint8 or float in [0, 1]), as searched. A
+            lazy array (a Dask array, or any array indexed by a list of rows) is read
+            only at the ``max_samples`` rows sampled.
         y : array-like of shape (n_samples,), default=None
             Labels; needed only with ``reference_classes``.
 
@@ -533,25 +535,31 @@ class SurveyImager(ParamsValidationMixin, TransformerMixin, BaseEstimator):
         -------
         self : SurveyImager
         """
+        if getattr(X, "ndim", None) != 4:  # lists, one image, grey images
+            X = check_images(X, min_size=_MIN_SIDE)
+        # Only the sampled rows are read and checked: a lazy catalogue (a Dask array,
+        # or any array-like indexed by rows) is never loaded whole.
+        n = len(X)
+        ref = self._reference_mask(y, n)
+        rng = check_random_state(self.random_state)
+        idx = np.arange(n)
+        if self.max_samples is not None and n > self.max_samples:
+            idx = np.sort(rng.choice(n, self.max_samples, replace=False))
+            X = X[idx]
         X = check_images(X, min_size=_MIN_SIDE)
-        n, h, w, C = X.shape
+        _, h, w, C = X.shape
         b = _border_width(h, w, self.border)
         if 2 * b >= min(h, w):
             raise ValueError(
                 f"border={b} leaves no frame inside the border ring of {h}x{w} images; "
                 f"pass border= below {min(h, w) // 2}."
             )
-        ref = self._reference_mask(y, n)
-        rng = check_random_state(self.random_state)
-        idx = np.arange(n)
-        if self.max_samples is not None and n > self.max_samples:
-            idx = np.sort(rng.choice(n, self.max_samples, replace=False))
         scale = np.float32(1 / 255) if X.dtype == np.uint8 else np.float32(1)
 
         half = _source_window(h, w)
         parts = [
-            _measure_frames(X[idx[start : start + _CHUNK]].astype(np.float32) * scale, b, half)
-            for start in range(0, len(idx), _CHUNK)
+            _measure_frames(X[start : start + _CHUNK].astype(np.float32) * scale, b, half)
+            for start in range(0, len(X), _CHUNK)
         ]
         m = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         sky, noise, noise1, r_e, aper, fwhm = (

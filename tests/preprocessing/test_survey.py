@@ -279,3 +279,27 @@ def test_border_too_wide_and_images_too_small():
         SurveyImager(border=24).fit(CAT)
     with pytest.raises(ValueError, match="smaller than the required 8x8"):
         FITTED.transform(np.zeros((4, 4, 3), np.uint8))
+
+
+class _RowsRead:
+    """An array-like catalogue that records which rows are read."""
+
+    def __init__(self, X):
+        self.X, self.ndim, self.shape, self.dtype, self.read = X, X.ndim, X.shape, X.dtype, []
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, rows):
+        self.read.append(np.asarray(rows))
+        return self.X[rows]
+
+
+def test_fit_reads_only_the_sampled_rows_of_a_lazy_catalogue():
+    X = _catalogue(n=40)
+    lazy = _RowsRead(X)
+    fitted = SurveyImager(max_samples=10, random_state=0).fit(lazy)
+    assert len(lazy.read) == 1 and len(lazy.read[0]) == 10  # one read, of the sample only
+    whole = SurveyImager(max_samples=10, random_state=0).fit(X)
+    assert fitted.describe() == whole.describe()
+    np.testing.assert_array_equal(fitted.half_light_radii_, whole.half_light_radii_)
