@@ -51,6 +51,7 @@ from galaxysim.cli._checks import (
     crop_option,
 )
 from galaxysim.cli._query import add_match_options, check_match_options, load_queries
+from galaxysim.cli._serve import add_serve_parser, cmd_serve
 from galaxysim.pipeline import DEEP_METHODS, METHODS
 
 __all__ = ["Catalogue", "UserError", "build_parser", "check_args", "load_catalogue", "main"]
@@ -183,6 +184,7 @@ def build_parser():
 
     add_search_index_option(s)
     add_index_parser(sub)
+    add_serve_parser(sub)
 
     t = sub.add_parser(
         "train",
@@ -708,6 +710,7 @@ COMMANDS = {
     "generate": cmd_generate,
     "evaluate": cmd_evaluate,
     "index": cmd_index,
+    "serve": cmd_serve,
 }
 
 

@@ -18,6 +18,9 @@ _EXTRA = {
     "pyarrow": "dask",
     "pyarrow.parquet": "dask",
     "faiss": "faiss",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "python_multipart": "serve",
 }
 
 
