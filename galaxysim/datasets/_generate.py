@@ -208,6 +208,7 @@ def _deposit(F, x, y, fluxes, colors, size):
 
 
 _INF = math.inf
+_RENDER_BYTES_PER_PIXEL = 160  # the peak of render_galaxy measured about 130 bytes a pixel
 _MAX_COUNT = 1000  # knots, clumps and stars are drawn (and clumps rendered) one by one
 # (low, high, closed low, closed high) of each parameter; any finite value where absent
 _RANGES = {
@@ -333,6 +334,17 @@ def render_galaxy(params, image_size=64, random_state=None):
     """
     p = _as_record(params)
     s = _check_size(image_size)
+    # the float32 frame of 3 bands, its blurred copies, the grids and their temporaries
+    check_memory(
+        s * s * _RENDER_BYTES_PER_PIXEL,
+        f"render_galaxy(image_size={s})",
+        hint="Render a smaller image_size.",
+    )
+    return _render(p, s, random_state)
+
+
+def _render(p, s, random_state):
+    """``render_galaxy`` of a checked record ``p`` at size ``s``."""
     if random_state is None:
         rng = np.random.default_rng(int(p["seed"]) & 0xFFFFFFFF)
     elif isinstance(random_state, np.random.Generator):
@@ -842,7 +854,8 @@ def make_galaxies(
     params = _sample_params(labels, rng)
     X = np.empty((len(labels), s, s, 3), dtype=np.uint8)
     for i in range(len(labels)):
-        X[i] = render_galaxy(params[i], s)
+        # the sampled records are in range and the memory was checked above
+        X[i] = _render({name: params[i][name].item() for name in _DTYPE.names}, s, None)
     y = labels.astype(np.int64)
     if return_params:
         return X, y, params

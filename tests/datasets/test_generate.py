@@ -279,3 +279,10 @@ def test_sampled_parameters_are_all_in_range():
 def test_return_params_must_be_a_bool():
     with pytest.raises(TypeError, match="return_params must be True or False; got 'no'"):
         make_galaxies(2, image_size=8, return_params="no")
+
+
+def test_render_of_a_huge_image_is_refused_before_allocating():
+    with pytest.raises(
+        MemoryError, match=r"render_galaxy\(image_size=1000000\) would take .*smaller"
+    ):
+        render_galaxy({}, image_size=10**6)
