@@ -397,6 +397,10 @@ def cross_validate_search(
     k = int(k)
     if not hasattr(X, "shape"):
         X = np.asarray(X)
+    if y is None:
+        raise ValueError(
+            "cross_validate_search scores searches by their labels: pass y, one label per image."
+        )
     y = column_or_1d(y, warn=True)
     check_consistent_length(X, y)
     classes = np.unique(y)
@@ -439,6 +443,12 @@ def cross_validate_search(
                     pipe = clone(search)
                 else:
                     pipe = search(X_train, y_train)
+                    if not (hasattr(pipe, "fit") and hasattr(pipe, "kneighbors")):
+                        raise TypeError(
+                            f"searches[{name!r}] is a builder, but build(X_train, y_train) "
+                            f"returned {type(pipe).__name__}; it must return a search "
+                            "pipeline (with fit and kneighbors)."
+                        )
                 pipe.fit(X_train, y_train)
                 t1 = time.perf_counter()
                 ind = pipe.kneighbors(X_test, k, return_distance=False)

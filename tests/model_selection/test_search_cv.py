@@ -355,3 +355,10 @@ def test_bad_folds_are_clear_errors(cv, match):
 def test_callback_must_be_callable_before_any_work():
     with pytest.raises(TypeError, match=r"callback must be callable as callback\(method, fold\)"):
         cross_validate_search({"nn": hand_search()}, HAND_X, HAND_Y, cv=HAND_CV, k=1, callback=5)
+
+
+def test_builders_must_return_a_search_and_labels_are_needed():
+    with pytest.raises(TypeError, match=r"searches\['nn'\] is a builder, but .* returned NoneType"):
+        cross_validate_search({"nn": lambda X, y: None}, HAND_X, HAND_Y, cv=HAND_CV, k=1)
+    with pytest.raises(ValueError, match="pass y, one label per image"):
+        cross_validate_search({"nn": hand_search()}, HAND_X, None, cv=HAND_CV, k=1)
