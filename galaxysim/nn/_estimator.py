@@ -182,7 +182,8 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
             net.partial_fit(X, y)  # fit() would re-initialize the module
         net.train_split = None  # holds only indices, but they mean nothing after fit
         net.module_.eval()
-        _check_diverged(self, net, X)
+        with torch_threads(self.n_jobs):
+            _check_diverged(self, net, X)
         self.net_ = net
         if restore_best is not None:
             self.best_epoch_ = len(net.history)
