@@ -207,9 +207,80 @@ def _deposit(F, x, y, fluxes, colors, size):
     np.add.at(F, (slice(None), iy[ok], ix[ok]), vals.T)
 
 
+_INF = math.inf
+_RENDER_BYTES_PER_PIXEL = 160  # the peak of render_galaxy measured about 130 bytes a pixel
+_MAX_COUNT = 1000  # knots, clumps and stars are drawn (and clumps rendered) one by one
+# (low, high, closed low, closed high) of each parameter; any finite value where absent
+_RANGES = {
+    "label": (0, 9, True, True),
+    "incl": (0, 90, True, True),
+    "thickness": (0, 1, False, True),
+    "flux": (0, _INF, True, False),
+    "bulge_re": (0, _INF, True, False),
+    "bulge_n": (0, _INF, False, False),
+    "disk_h": (0, _INF, True, False),
+    "bar_len": (0, _INF, True, False),
+    "n_arms": (0, 64, True, True),
+    "pitch": (0, 90, False, False),
+    "arm_sharpness": (1, 4, True, True),
+    "minor_arms": (0, _INF, True, False),
+    "arm_start": (0, _INF, True, False),
+    "arm_winding": (0, _INF, True, False),
+    "lopsided": (0, 1, True, False),
+    "tidal_pitch": (0, 90, False, False),
+    "comp_frac": (0, _INF, True, False),
+    "comp_re": (0, _INF, True, False),
+    "comp_n": (0, _INF, False, False),
+    "psf_sigma": (0, _INF, True, False),
+    "sky": (0, 1, True, True),
+    "noise": (0, _INF, True, False),
+    **{k: (0, 1, True, True) for k in ("bulge_frac", "bar_frac", "clumps", "tidal", "dust")},
+    **{k: (0, 1, True, True) for k in ("arm_strength", "bulge_red", "disk_red")},
+    **{k: (0, 1, False, True) for k in ("bulge_q", "bar_q", "comp_q")},
+    **{k: (0, _MAX_COUNT, True, True) for k in ("n_knots", "n_clumps", "n_stars")},
+}
+
+
+_CHECKS = [
+    (
+        name,
+        bool(np.issubdtype(dt, np.integer)),
+        desc,
+        _RANGES.get(name, (-_INF, _INF, False, False)),
+    )
+    for name, dt, desc in _FIELDS
+]
+
+
+def _check_record(rec):
+    """Every parameter a finite number in its range (ints whole), or a clear error:
+    NaN, inf or values outside the range would render black, grey or garbage frames."""
+    bad = []
+    out = {}
+    for name, is_int, desc, (lo, hi, lo_in, hi_in) in _CHECKS:
+        v = rec[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            bad.append(f"{name}={v!r} (a finite number: {desc})")
+        elif is_int and v != int(v):
+            bad.append(f"{name}={v!r} (a whole number: {desc})")
+        elif name == "chirality" and v not in (1, -1):
+            bad.append(f"chirality={v!r} (+1 or -1)")
+        elif v < lo or (v == lo and not lo_in) or v > hi or (v == hi and not hi_in):
+            span = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            bad.append(f"{name}={v!r} (in {span}: {desc})")
+        out[name] = int(v) if is_int and not bad else v
+    if bad:
+        raise ValueError(
+            f"Galaxy parameters out of range: {'; '.join(bad[:5])}"
+            f"{'; ...' if len(bad) > 5 else ''}. galaxysim.datasets.PARAM_FIELDS describes "
+            "them; make_galaxies(..., return_params=True) gives typical values."
+        )
+    return out
+
+
 def _as_record(params):
     if isinstance(params, np.void) and params.dtype == _DTYPE:
-        return {name: params[name].item() for name in _DTYPE.names}
+        return _check_record({name: params[name].item() for name in _DTYPE.names})
     if isinstance(params, dict) or (isinstance(params, np.void) and params.dtype.names):
         names = params.keys() if isinstance(params, dict) else params.dtype.names
         unknown = set(names) - set(_DTYPE.names)
@@ -223,7 +294,7 @@ def _as_record(params):
         rec.update(
             {k: (params[k].item() if hasattr(params[k], "item") else params[k]) for k in names}
         )
-        return rec
+        return _check_record(rec)
     raise TypeError(
         "params must be a dict or one record of the array returned by "
         f"make_galaxies(..., return_params=True); got {type(params).__name__}."
@@ -263,6 +334,17 @@ def render_galaxy(params, image_size=64, random_state=None):
     """
     p = _as_record(params)
     s = _check_size(image_size)
+    # the float32 frame of 3 bands, its blurred copies, the grids and their temporaries
+    check_memory(
+        s * s * _RENDER_BYTES_PER_PIXEL,
+        f"render_galaxy(image_size={s})",
+        hint="Render a smaller image_size.",
+    )
+    return _render(p, s, random_state)
+
+
+def _render(p, s, random_state):
+    """``render_galaxy`` of a checked record ``p`` at size ``s``."""
     if random_state is None:
         rng = np.random.default_rng(int(p["seed"]) & 0xFFFFFFFF)
     elif isinstance(random_state, np.random.Generator):
@@ -752,6 +834,8 @@ def make_galaxies(
     """
     if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+    if not isinstance(return_params, (bool, np.bool_)):
+        raise TypeError(f"return_params must be True or False; got {return_params!r}.")
     s = _check_size(image_size)
     codes = _check_classes(classes)
     # the images, their parameter records and a few int64 label arrays, checked before
@@ -770,7 +854,8 @@ def make_galaxies(
     params = _sample_params(labels, rng)
     X = np.empty((len(labels), s, s, 3), dtype=np.uint8)
     for i in range(len(labels)):
-        X[i] = render_galaxy(params[i], s)
+        # the sampled records are in range and the memory was checked above
+        X[i] = _render({name: params[i][name].item() for name in _DTYPE.names}, s, None)
     y = labels.astype(np.int64)
     if return_params:
         return X, y, params

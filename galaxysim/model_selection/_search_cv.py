@@ -251,10 +251,49 @@ def _splits(cv, X, y, groups, random_state):
         cv = StratifiedKFold(int(cv), shuffle=True, random_state=random_state)
     else:
         cv = check_cv(cv, y, classifier=True)
-    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in cv.split(X, y, groups)]
+    splits = [
+        (_fold_indices(tr, len(y), f, "train"), _fold_indices(te, len(y), f, "test"))
+        for f, (tr, te) in enumerate(cv.split(X, y, groups))
+    ]
     if not splits:
         raise ValueError("cv gave no (train, test) split.")
+    for f, (train, test) in enumerate(splits):
+        if len(np.unique(test)) != len(test):
+            raise ValueError(f"The test fold {f} names some images more than once.")
+        shared = np.intersect1d(train, test)
+        if len(shared):
+            raise ValueError(
+                f"The test fold {f} shares {len(shared)} images with its training fold (for "
+                f"example image {int(shared[0])}): they would find themselves, and the "
+                "scores would be too good. Give disjoint (train, test) index arrays."
+            )
     return splits
+
+
+def _fold_indices(idx, n, fold, part):
+    """A fold's indices as int64, from integer indices or a boolean mask of length n."""
+    idx = np.asarray(idx)
+    if idx.dtype == np.bool_:
+        if idx.shape != (n,):
+            raise ValueError(
+                f"The {part} mask of fold {fold} has shape {idx.shape}; a boolean mask needs "
+                f"one entry per image ({n},)."
+            )
+        idx = np.flatnonzero(idx)
+    if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
+        raise ValueError(
+            f"The {part} indices of fold {fold} must be a 1-D array of integer indices (or a "
+            f"boolean mask); got dtype {idx.dtype}, shape {idx.shape}."
+        )
+    if idx.size == 0:
+        raise ValueError(f"The {part} part of fold {fold} is empty; every fold needs images.")
+    bad = idx[(idx < -n) | (idx >= n)]
+    if len(bad):
+        raise ValueError(
+            f"The {part} indices of fold {fold} hold {bad[0]}, outside the {n} images "
+            f"(0 to {n - 1})."
+        )
+    return np.where(idx < 0, idx + n, idx).astype(np.int64)
 
 
 def _trained_model(pipe):
@@ -353,9 +392,15 @@ def cross_validate_search(
             )
     if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
         raise ValueError(f"k must be an int >= 1; got {k!r}.")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(method, fold); got {callback!r}.")
     k = int(k)
     if not hasattr(X, "shape"):
         X = np.asarray(X)
+    if y is None:
+        raise ValueError(
+            "cross_validate_search scores searches by their labels: pass y, one label per image."
+        )
     y = column_or_1d(y, warn=True)
     check_consistent_length(X, y)
     classes = np.unique(y)
@@ -398,6 +443,12 @@ def cross_validate_search(
                     pipe = clone(search)
                 else:
                     pipe = search(X_train, y_train)
+                    if not (hasattr(pipe, "fit") and hasattr(pipe, "kneighbors")):
+                        raise TypeError(
+                            f"searches[{name!r}] is a builder, but build(X_train, y_train) "
+                            f"returned {type(pipe).__name__}; it must return a search "
+                            "pipeline (with fit and kneighbors)."
+                        )
                 pipe.fit(X_train, y_train)
                 t1 = time.perf_counter()
                 ind = pipe.kneighbors(X_test, k, return_distance=False)

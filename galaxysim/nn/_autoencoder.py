@@ -14,6 +14,7 @@ from galaxysim.nn._modules import ConvAutoencoderModule, ConvVAEModule
 from galaxysim.nn._nets import _AENet, _VAENet
 from galaxysim.nn._runtime import RUNTIME_PARAMS_DOC, autocast, torch_threads
 from galaxysim.nn._tensors import INFER_BATCH_SIZE, check_nn_images, tensor_to_images
+from galaxysim.utils._memory import check_memory
 from galaxysim.utils._sklearn_compat import Interval, Real, fit_context, positive_int
 
 __all__ = ["AEEncoder", "VAEEncoder"]
@@ -145,10 +146,26 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
             return self._infer(X, lambda m, x: dihedral_mean(partial(encode, m), x))
         return self._infer(X, encode)
 
+    def _check_decode_memory(self, n_images, what):
+        """A clear error, before anything is allocated, when ``n_images`` decoded images
+        (uint8) and their latent draws (float64, then float32) do not fit in memory."""
+        per_image = int(np.prod(self.image_shape_)) + 12 * self.latent_dim
+        check_memory(
+            n_images * per_image,
+            f"{type(self).__name__}.{what} of {n_images:,} images",
+            per_item=(per_image, "images"),
+            hint="Ask for fewer images per call.",
+        )
+
     def _decode(self, Z):
+        if not np.isfinite(Z).all():  # draws far out (a huge scale) overflow float32
+            raise ValueError(
+                "The latent codes to decode hold NaN or infinite values (a scale too large "
+                "for float32?). Pass finite codes of a sensible size."
+            )
         module = self.net_.module_.eval()
         device = self.net_.device
-        out = []
+        out = np.empty((len(Z), *self.image_shape_), dtype=np.uint8)
         with (
             torch_threads(self.n_jobs),
             torch.inference_mode(),
@@ -156,8 +173,15 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
         ):
             for start in range(0, len(Z), INFER_BATCH_SIZE):
                 z = torch.as_tensor(Z[start : start + INFER_BATCH_SIZE], device=device)
-                out.append(tensor_to_images(module.decode(z)))
-        return np.concatenate(out, axis=0)
+                decoded = module.decode(z)
+                if not bool(torch.isfinite(decoded).all()):
+                    raise ValueError(
+                        "The decoder output NaN or infinite values for latent codes of "
+                        f"magnitude up to {float(np.abs(Z).max()):.3g}; pass codes on the "
+                        "scale of transform's output (a smaller scale in generate_like)."
+                    )
+                out[start : start + len(z)] = tensor_to_images(decoded)
+        return out
 
     def inverse_transform(self, X):
         """Decode latent codes to uint8 images ``(n_samples, height, width, n_channels)``.
@@ -173,13 +197,18 @@ class _BaseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _Torch
             uint8, the catalogue's format.
         """
         self._check_fitted()
-        Z = np.asarray(X, dtype=np.float32)
+        Z = np.asarray(X)
+        if not (np.issubdtype(Z.dtype, np.number) or Z.dtype == np.bool_) or np.iscomplexobj(Z):
+            raise TypeError(
+                f"inverse_transform expects latent codes (real numbers); got dtype {Z.dtype}."
+            )
+        Z = Z.astype(np.float32, copy=False)
         if Z.ndim == 1:
             Z = Z[np.newaxis]
-        if Z.ndim != 2 or Z.shape[1] != self.latent_dim:
+        if Z.ndim != 2 or Z.shape[1] != self.latent_dim or len(Z) == 0:
             raise ValueError(
-                f"inverse_transform expects latent codes of shape (n_samples, {self.latent_dim}); "
-                f"got {Z.shape}. Pass the output of transform."
+                f"inverse_transform expects latent codes of shape (n_samples, {self.latent_dim}) "
+                f"with n_samples >= 1; got {Z.shape}. Pass the output of transform."
             )
         if not np.all(np.isfinite(Z)):
             raise ValueError("Latent codes contain NaN or infinite values.")
@@ -348,6 +377,7 @@ class VAEEncoder(_BaseAutoencoder):
     _module = ConvVAEModule
     _net_cls = _VAENet
     _progress_desc = "VAE"
+    _divergence_hint = "Lower lr or beta"
     _parameter_constraints = {
         **_BaseAutoencoder._parameter_constraints,
         "beta": [Interval(Real, 0, None, closed="left")],
@@ -412,6 +442,7 @@ class VAEEncoder(_BaseAutoencoder):
         """
         self._check_fitted()
         n_samples = _check_n(n_samples, "n_samples")
+        self._check_decode_memory(n_samples, "sample")
         rng = check_random_state(random_state)
         Z = rng.standard_normal((n_samples, self.latent_dim)).astype(np.float32)
         return self._decode(Z)
@@ -448,6 +479,8 @@ class VAEEncoder(_BaseAutoencoder):
             and scale >= 0
         ):
             raise ValueError(f"scale must be a finite number >= 0; got {scale!r}.")
+        X = self._validate_fitted(X)
+        self._check_decode_memory(len(X) * n_samples, "generate_like")
         mean = self._encode(X)
         rng = check_random_state(random_state)
         noise = rng.standard_normal((len(mean), n_samples, self.latent_dim)).astype(np.float32)
@@ -470,6 +503,8 @@ class VAEEncoder(_BaseAutoencoder):
             uint8.
         """
         n_steps = _check_n(n_steps, "n_steps", minimum=2)
+        self._check_fitted()
+        self._check_decode_memory(n_steps, "interpolate")
         za = self._encode(_one_image(x_a, "x_a"))[0]
         zb = self._encode(_one_image(x_b, "x_b"))[0]
         t = np.linspace(0.0, 1.0, n_steps, dtype=np.float32)[:, np.newaxis]

@@ -1,5 +1,7 @@
 """CNNScorer: a small CNN classifier whose class scores (or embedding) are search features."""
 
+from collections.abc import Hashable, Iterable
+
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, TransformerMixin
@@ -196,7 +198,7 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
             return None
         if isinstance(self.groups, str):
             return _GROUPINGS[self.groups]
-        return self.groups
+        return _check_groups(self.groups)
 
     def _map_groups(self, y, group_map):
         lookup = {lab: name for name, labs in group_map.items() for lab in labs}
@@ -358,3 +360,28 @@ class CNNScorer(ClassifierMixin, TransformerMixin, _TorchImageEstimator):
         if self.output == "embedding":
             return np.array([f"embedding{i}" for i in range(self.hidden)], dtype=object)
         return np.array([f"proba_{c}" for c in self.classes_], dtype=object)
+
+
+def _check_groups(groups):
+    """``groups`` as given, once each value is a collection of labels and no label is in
+    two groups (a string value would be read as its characters, an int is no collection)."""
+    owner = {}
+    for name, labels in groups.items():
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+            raise ValueError(
+                f"groups[{name!r}] is {labels!r}; each group maps to a list or tuple of the "
+                f"labels it holds, for example groups={{{name!r}: [{labels!r}]}}."
+            )
+        labels = list(labels)
+        if not labels:
+            raise ValueError(f"groups[{name!r}] is empty; give each group at least one label.")
+        for lab in labels:
+            if not isinstance(lab, Hashable):
+                raise ValueError(f"groups[{name!r}] holds {lab!r}, which is not a label.")
+            if lab in owner and owner[lab] != name:
+                raise ValueError(
+                    f"Label {lab!r} is in two groups, {owner[lab]!r} and {name!r}; each label "
+                    "belongs to one group."
+                )
+            owner[lab] = name
+    return groups

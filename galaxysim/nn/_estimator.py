@@ -182,6 +182,8 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
             net.partial_fit(X, y)  # fit() would re-initialize the module
         net.train_split = None  # holds only indices, but they mean nothing after fit
         net.module_.eval()
+        with torch_threads(self.n_jobs):
+            _check_diverged(self, net, X)
         self.net_ = net
         if restore_best is not None:
             self.best_epoch_ = len(net.history)
@@ -195,6 +197,8 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
             for row in net.history
         ]
         return self
+
+    _divergence_hint = "Lower lr"
 
     def _restore_net(self, module_state, criterion_state):
         """Rebuild ``net_`` from saved tensors (fitted attributes already set).
@@ -237,3 +241,38 @@ class _TorchImageEstimator(ParamsValidationMixin, BaseEstimator):
     def _validate_fitted(self, X, name="X"):
         self._check_fitted()
         return check_nn_images(X, name=name, image_shape=self.image_shape_)
+
+
+def _forward_all(module, x):
+    out = module(x)
+    return torch.cat([t.flatten(1).float() for t in (out if isinstance(out, tuple) else (out,))], 1)
+
+
+def _check_diverged(est, net, X, n_check=8):
+    """Raise when training left a network that outputs NaN or infinite values.
+
+    Like scikit-learn's SGD estimators, a fit whose arithmetic overflowed is an error,
+    not a model: a too large learning rate (``lr=1e30``) or loss weight does that. The
+    weights, and the outputs for the first ``n_check`` training images, must be finite
+    (huge finite weights overflow in the forward pass).
+    """
+    with torch.no_grad():
+        finite = all(
+            bool(torch.isfinite(t).all())
+            for t in net.module_.state_dict().values()
+            if t.is_floating_point()
+        )
+    if finite:
+        out = inference(
+            net.module_, X[:n_check], _forward_all, device=net.device, precision=est.precision
+        )
+        finite = bool(np.isfinite(out).all())
+    if finite:
+        return
+    losses = [row.get("train_loss") for row in net.history]
+    bad = next((i for i, v in enumerate(losses, 1) if v is None or not np.isfinite(v)), None)
+    where = "" if bad is None else f"; the train loss was {losses[bad - 1]} at epoch {bad}"
+    raise ValueError(
+        f"{type(est).__name__} training diverged: the trained network outputs NaN or "
+        f"infinite values{where}. {est._divergence_hint} (lr={est.lr!r}) and fit again."
+    )

@@ -12,6 +12,7 @@ load; nothing is unpickled.
 
 import json
 import numbers
+import os
 
 import numpy as np
 import safetensors
@@ -286,6 +287,11 @@ def save_model(estimator, path, *, provenance=None):
             f"{type(estimator).__name__}. {_PICKLE_HINT}"
         )
     check_is_fitted(estimator, "net_")
+    if os.path.isdir(path):  # else the final rename fails, naming a temporary file
+        raise IsADirectoryError(
+            f"Model file {path} is a folder; pass a file path, for example "
+            f"{os.path.join(path, type(estimator).__name__.lower() + '.safetensors')}."
+        )
     if provenance is not None:
         provenance = _check_provenance(provenance)
     data = _serialize(estimator, provenance)

@@ -587,7 +587,7 @@ class SurveyImager(ParamsValidationMixin, TransformerMixin, BaseEstimator):
                 "No central galaxy was found in the "
                 + ("reference " if self.reference_classes is not None else "")
                 + f"catalogue images ({len(idx)} measured): they look blank or all sky. "
-                "Check the images, or their framing (crop, image_size)."
+                "Check the images, or their framing (crop=, image_size=)."
             )
         self.n_reference_ = int(use.sum())
         self.half_light_radius_ = float(np.quantile(r_e[use], self.size_quantile))

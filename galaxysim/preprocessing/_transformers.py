@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from galaxysim.utils._image import center_crop, reframe_images, resize_images
+from galaxysim.utils._memory import check_memory
 from galaxysim.utils._sklearn_compat import (
     Interval,
     ParamsValidationMixin,
@@ -89,6 +90,18 @@ def _check_size(value, name):
 _SIZE = [positive_int(), tuple]
 
 
+def _check_output_memory(X, size, bytes_per_value, what):
+    """A clear error, before allocating, when ``len(X)`` images of ``size`` do not fit."""
+    h, w = (size, size) if isinstance(size, numbers.Integral) else size
+    per_image = int(h) * int(w) * X.shape[3] * bytes_per_value
+    check_memory(
+        len(X) * per_image,
+        f"{what} of {len(X)} images to {h}x{w} pixels",
+        per_item=(per_image, "images"),
+        hint="Use a smaller output size, or transform fewer images at a time.",
+    )
+
+
 class CenterCrop(_ImageTransformer):
     """Keep the central ``size`` x ``size`` pixels of every image.
 
@@ -137,7 +150,7 @@ class CenterCrop(_ImageTransformer):
             Same dtype as the validated input.
         """
         self._start_transform()
-        return np.ascontiguousarray(center_crop(X, self.size))
+        return np.ascontiguousarray(center_crop(check_images(X), self.size))
 
 
 class Crop64(CenterCrop):
@@ -210,7 +223,9 @@ class Resize(_ImageTransformer):
             Same dtype as the validated input.
         """
         self._start_transform()
-        return resize_images(check_images(X), self.output_size)
+        X = check_images(X)
+        _check_output_memory(X, self.output_size, X.dtype.itemsize, "Resize")
+        return resize_images(X, self.output_size)
 
 
 class Reframe(_ImageTransformer):
@@ -228,7 +243,7 @@ class Reframe(_ImageTransformer):
     sky_level : float, default=0.0
         Sky background in [0, 1].
     noise_sigma : float, default=0.0
-        Standard deviation of the added sky noise, in [0, 1] units.
+        Standard deviation of the added sky noise, in [0, 1] pixel units (at most 1).
     random_state : int, RandomState instance or None, default=None
         Seed of the noise.
 
@@ -263,7 +278,8 @@ class Reframe(_ImageTransformer):
         "image_size": [positive_int()],
         "fill_fraction": [Interval(Real, 0, 1, closed="right")],
         "sky_level": [Interval(Real, 0, 1, closed="both")],
-        "noise_sigma": [Interval(Real, 0, None, closed="left")],  # finite: inf is refused
+        # at 1 the noise already hides any galaxy; inf and NaN are refused
+        "noise_sigma": [Interval(Real, 0, 1, closed="both")],
         "random_state": ["random_state"],
     }
     _stateless = True
@@ -281,6 +297,10 @@ class Reframe(_ImageTransformer):
         X_framed : ndarray of shape (n_samples, image_size, image_size, n_channels)
         """
         self._start_transform()
+        X = check_images(X)
+        # the float32 canvas, float64 noise and the output
+        bytes_per_value = 4 + 8 * (self.noise_sigma > 0) + X.dtype.itemsize
+        _check_output_memory(X, self.image_size, bytes_per_value, "Reframe")
         return reframe_images(
             X,
             image_size=self.image_size,
@@ -342,6 +362,8 @@ class PixelFlatten(_ImageTransformer):
         """
         check_is_fitted(self, "image_shape_")
         X = np.asarray(X)
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_) or np.iscomplexobj(X):
+            raise TypeError(f"Rows must be real numbers (pixel values); got dtype {X.dtype}.")
         n_features = int(np.prod(self.image_shape_))
         if X.ndim != 2 or X.shape[1] != n_features:
             raise ValueError(

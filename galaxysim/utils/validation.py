@@ -80,6 +80,12 @@ def check_images(
                 f"{name} is a list of images of different shapes {sorted(shapes)[:4]}; "
                 "crop or resize them to one shape first (see galaxysim.preprocessing.Resize)."
             )
+    if isinstance(X, np.ma.MaskedArray):
+        # np.asarray would drop the mask and use the hidden values as pixels
+        raise TypeError(
+            f"{name} is a masked array; galaxysim does not use masks, so its masked pixels "
+            f"would be read as they are. Fill them first, for example {name}.filled(0)."
+        )
     X = np.asarray(X)
     if X.dtype == object or not (
         np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_)
@@ -97,6 +103,16 @@ def check_images(
             if not allow_single:
                 raise ValueError(_ndim_message(name, X.shape))
             X = X[np.newaxis]
+        elif allow_single and X.shape[-1] in (2, 4):
+            # more likely one grey+alpha or RGBA image than grey images 2 or 4 pixels wide
+            h, w, c = X.shape
+            raise ValueError(
+                f"{name} has shape {X.shape}: one {h}x{w} image with {c} channels "
+                f"({'grey and alpha' if c == 2 else 'RGBA'}?), or {h} grey images {w} "
+                f"pixels wide? galaxysim expects RGB or grey images: drop the alpha channel "
+                f"with {name}[..., :{c - 1}], or pass grey images with a channel axis, "
+                f"{name}[..., np.newaxis]."
+            )
         else:
             X = X[..., np.newaxis]
     elif X.ndim != 4:
@@ -150,10 +166,10 @@ def _convert_dtype(X, name, *, ensure_finite, check_range):
                 f"images: {name} / 65535)."
             )
         return X.astype(np.uint8)
-    X = X.astype(np.float32, copy=False)
     if not (ensure_finite or check_range):
-        return X
-    # min/max need no temporary array; NaN propagates through them and inf is an extreme
+        return X.astype(np.float32, copy=False)
+    # min/max need no temporary array; NaN propagates through them and inf is an extreme.
+    # Taken before the cast: a float64 1e300 is out of range, not the inf it becomes.
     lo, hi = float(np.min(X)), float(np.max(X))
     finite = np.isfinite(lo) and np.isfinite(hi)
     if ensure_finite and not finite:
@@ -168,7 +184,7 @@ def _convert_dtype(X, name, *, ensure_finite, check_range):
                 f"{lo:.4g}, max {hi:.4g}). Pass uint8 images (0-255), or scale float images to [0, 1] "
                 f"(for example {name} / 255)."
             )
-    return X
+    return X.astype(np.float32, copy=False)
 
 
 def _non_finite_message(X, name):
@@ -187,6 +203,12 @@ def _non_finite_message(X, name):
         f"{shown}). Fill them (for example np.nan_to_num({name}, nan=0.0, posinf=1.0, "
         f"neginf=0.0)) or drop those images."
     )
+
+
+_CHANNELS_FIRST_HINT = (
+    " (A 3-D array whose last axis is not 1 or 3 is read as a batch of grey images (n, "
+    "height, width): one channels-first image (3, height, width) needs np.moveaxis(x, 0, -1).)"
+)
 
 
 def check_image_shape(X, expected_shape, *, name="X", fitted_on="the catalogue"):
@@ -224,13 +246,15 @@ def check_image_shape(X, expected_shape, *, name="X", fitted_on="the catalogue")
         raise ValueError(
             f"{name} images have {got[2]} channels but the estimator was fitted on "
             f"{expected[2]}-channel images of {fitted_on}. Convert them to "
-            f"{'RGB' if expected[2] == 3 else 'grey'} first."
+            f"{'RGB' if expected[2] == 3 else 'grey'} first." + _CHANNELS_FIRST_HINT * (got[2] == 1)
         )
     raise ValueError(
         f"{name} images are {'x'.join(map(str, got))} but the estimator was fitted on "
         f"{'x'.join(map(str, expected))} images of {fitted_on}. Put a "
         f"Resize(output_size={expected[0]}) or CenterCrop(size={expected[0]}) step before it "
         "(galaxysim.preprocessing), or reframe the query with galaxysim.preprocessing.Reframe."
+        + _CHANNELS_FIRST_HINT
+        * (got[2] == 1 and expected[2] == 3)
     )
 
 
@@ -266,4 +290,19 @@ def check_labels(y, n_samples, *, name="y"):
         raise ValueError(f"{name} has {len(y)} labels but there are {n_samples} images.")
     if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
         raise ValueError(f"{name} contains NaN or infinite labels; drop those images.")
+    if y.dtype == object:
+        missing = [i for i, v in enumerate(y.tolist()) if _is_missing(v)]
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise ValueError(
+                f"{name} contains {len(missing)} missing labels (None or NaN, at index "
+                f"{shown}); give every image a label, or drop those images."
+            )
     return y
+
+
+def _is_missing(value):
+    """None, or a float NaN/inf (as object arrays from pandas or CSV readers hold them)."""
+    if value is None:
+        return True
+    return isinstance(value, (float, np.floating)) and not np.isfinite(value)

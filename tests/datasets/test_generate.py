@@ -245,3 +245,44 @@ def test_memory_check_uses_available_memory(monkeypatch):
         make_galaxies(100, image_size=32, random_state=0)
     X, _ = make_galaxies(20, image_size=32, random_state=0)  # what fits is not refused
     assert X.shape == (20, 32, 32, 3)
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"flux": float("inf")}, r"flux=inf \(a finite number"),
+        ({"flux": float("nan")}, r"flux=nan \(a finite number"),
+        ({"flux": -5.0}, r"flux=-5.0 \(in \[0, inf\)"),
+        ({"bulge_n": 0.0}, r"bulge_n=0.0 \(in \(0, inf\)"),
+        ({"incl": 1000}, r"incl=1000 \(in \[0, 90\]"),
+        ({"n_arms": 2.5}, r"n_arms=2.5 \(a whole number"),
+        ({"n_knots": 10**9}, r"n_knots=1000000000 \(in \[0, 1000\]"),
+        ({"arm_sharpness": 7}, r"arm_sharpness=7 \(in \[1, 4\]"),
+        ({"chirality": 0}, r"chirality=0 \(\+1 or -1\)"),
+        ({"sky": 5.0}, r"sky=5.0 \(in \[0, 1\]"),
+        ({"flux": "big"}, r"flux='big' \(a finite number"),
+        ({"label": True}, r"label=True \(a finite number"),
+    ],
+)
+def test_render_refuses_parameters_out_of_range(params, match):
+    with pytest.raises(ValueError, match=match):
+        render_galaxy(params, image_size=16)
+
+
+def test_sampled_parameters_are_all_in_range():
+    X, y, params = make_galaxies(300, image_size=8, random_state=3, return_params=True)
+    for rec in params[::7]:
+        render_galaxy(rec, image_size=8)  # no error
+
+
+def test_return_params_must_be_a_bool():
+    with pytest.raises(TypeError, match="return_params must be True or False; got 'no'"):
+        make_galaxies(2, image_size=8, return_params="no")
+
+
+def test_render_of_a_huge_image_is_refused_before_allocating():
+    with pytest.raises(
+        MemoryError, match=r"render_galaxy\(image_size=1000000\) would take .*smaller"
+    ):
+        render_galaxy({}, image_size=10**6)

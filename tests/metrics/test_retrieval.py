@@ -194,3 +194,79 @@ def test_scorer_with_search_pipeline():
     scores = cross_val_score(pipe, images, y, cv=3, scoring=scorer)
     assert scores.shape == (3,)
     assert np.all((scores >= 0) & (scores <= 1))
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+@pytest.mark.parametrize("fn", [precision_at_k, precision_at_k_per_class, mean_average_precision])
+@pytest.mark.parametrize("k", [True, 1.5, "2", float("nan")])
+def test_k_must_be_an_int(fn, k):
+    with pytest.raises(ValueError, match=rf"k must be an int in \[1, 3\] or None; got {k!r}"):
+        fn(Y, NL, k=k)
+    assert fn(Y, NL, k=np.int64(2)) == fn(Y, NL, k=2)
+
+
+@pytest.mark.parametrize("fn", [precision_at_k, precision_at_k_per_class, mean_average_precision])
+def test_missing_labels_are_refused(fn):
+    with pytest.raises(
+        ValueError, match=r"y_true holds missing labels \(NaN or None\) in 1 of 2 rows \(row 1\)"
+    ):
+        fn(np.array([0.0, np.nan]), np.array([[0.0, 0.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"neighbor_labels holds missing labels .* \(row 0\)"):
+        fn(np.array([0, 1], dtype=object), np.array([[0, None], [1, 1]], dtype=object))
+
+
+@pytest.mark.parametrize("fn", [precision_at_k, precision_at_k_per_class, mean_average_precision])
+def test_shapes_and_label_kinds(fn):
+    with pytest.raises(ValueError, match="neighbor_labels has no columns"):
+        fn(Y, np.zeros((4, 0), int))
+    with pytest.raises(ValueError, match=r"rows have different lengths"):
+        fn([0, 1], [[0, 1], [1]])
+    with pytest.raises(
+        ValueError, match=r"y_true holds strings \(<U21\) but neighbor_labels holds numbers"
+    ):
+        fn(Y.astype(str), NL)
+
+
+@pytest.mark.parametrize(
+    "n_relevant, match",
+    [
+        ([1, 2], r"n_relevant must be 1-D with one count per query; got shape \(2,\) for 4"),
+        ([[3, 3, 3, 3]], "n_relevant must be 1-D"),
+        ([-1, 5, 5, 5], r"whole numbers >= 0; got \[-1\] \(query 0\)"),
+        ([np.nan, 5, 5, 5], r"whole numbers >= 0; got \[nan\]"),
+        ([1.5, 5, 5, 5], r"whole numbers >= 0; got \[1.5\]"),
+        (["a", "b", "c", "d"], "n_relevant must hold counts"),
+        ([1, 5, 5, 5], r"query 0: n_relevant=1, but 2 of its neighbours carry its label"),
+    ],
+)
+def test_map_n_relevant_is_checked(n_relevant, match):
+    with pytest.raises(ValueError, match=match):
+        mean_average_precision(Y, NL, n_relevant=n_relevant)
+    assert mean_average_precision(Y, NL, n_relevant=[2.0, 5, 5, 5]) == mean_average_precision(
+        Y, NL, n_relevant=[2, 5, 5, 5]
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k": 0}, "k must be an int >= 1"),
+        ({"k": True}, "k must be an int >= 1"),
+        ({"k": "a"}, "k must be an int >= 1"),
+        ({"k": None}, "k must be an int >= 1; got None"),
+        ({"average": "foo"}, "average must be 'mean' or 'balanced'; got 'foo'"),
+        ({"average": None}, "average must be 'mean' or 'balanced'; got None"),
+    ],
+)
+def test_scorer_parameters_are_checked_when_made(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        retrieval_scorer(**kwargs)
+
+
+def test_scorer_needs_labels_and_a_search():
+    X = np.arange(8, dtype=np.uint8)[:, None]
+    est = NearestGalaxy(n_neighbors=2).fit(X, [0, 0, 1, 1, 0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"score with labels y \(GridSearchCV.fit\(X, y\)\)"):
+        retrieval_scorer(k=2)(est, X, None)
+    with pytest.raises(TypeError, match="scores a search .*got PixelFlatten"):
+        retrieval_scorer(k=2)(PixelFlatten(), X, [0] * 8)

@@ -320,3 +320,45 @@ def test_a_frozen_fitted_step_is_refused():
     pipe = make_search_pipeline(FrozenEstimator(StandardScaler().fit(X)), NearestGalaxy())
     with pytest.raises(ValueError, match="frozen, already fitted step .* leak"):
         cross_validate_search({"leaky": pipe}, X, y, cv=3, k=2)
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+def test_boolean_masks_are_folds_of_their_true_images():
+    train = np.isin(np.arange(9), [0, 1])
+    masks = [
+        (train, np.isin(np.arange(9), [2, 3, 4])),
+        (train, np.isin(np.arange(9), [5, 6, 7, 8])),
+    ]
+    (res,) = cross_validate_search({"nn": hand_search()}, HAND_X, HAND_Y, cv=masks, k=1).values()
+    (ref,) = cross_validate_search({"nn": hand_search()}, HAND_X, HAND_Y, cv=HAND_CV, k=1).values()
+    assert res.neighbor_labels.shape == (7, 1)
+    np.testing.assert_array_equal(res.indices, ref.indices)
+    np.testing.assert_array_equal(res.neighbor_labels, ref.neighbor_labels)
+
+
+@pytest.mark.parametrize(
+    "cv, match",
+    [
+        ([([0, 1], [2, 3, 40])], r"test indices of fold 0 hold 40, outside the 9 images"),
+        ([([0.0, 1.0], [2, 3])], r"train indices of fold 0 must be a 1-D array of integer"),
+        ([([0, 1], [])], "The test part of fold 0 is empty"),
+        ([([0, 1, 2], [2, 3])], r"test fold 0 shares 1 images with its training fold .*image 2"),
+        ([([0, 1], [2, 2, 3])], "test fold 0 names some images more than once"),
+        ([(np.ones(4, bool), [5, 6])], r"train mask of fold 0 has shape \(4,\)"),
+    ],
+)
+def test_bad_folds_are_clear_errors(cv, match):
+    with pytest.raises(ValueError, match=match):
+        cross_validate_search({"nn": hand_search()}, HAND_X, HAND_Y, cv=cv, k=1)
+
+
+def test_callback_must_be_callable_before_any_work():
+    with pytest.raises(TypeError, match=r"callback must be callable as callback\(method, fold\)"):
+        cross_validate_search({"nn": hand_search()}, HAND_X, HAND_Y, cv=HAND_CV, k=1, callback=5)
+
+
+def test_builders_must_return_a_search_and_labels_are_needed():
+    with pytest.raises(TypeError, match=r"searches\['nn'\] is a builder, but .* returned NoneType"):
+        cross_validate_search({"nn": lambda X, y: None}, HAND_X, HAND_Y, cv=HAND_CV, k=1)
+    with pytest.raises(ValueError, match="pass y, one label per image"):
+        cross_validate_search({"nn": hand_search()}, HAND_X, None, cv=HAND_CV, k=1)

@@ -145,3 +145,18 @@ def test_orientation_invariant_non_square_images_use_the_four_flips():
     Z = est.transform(X)
     for view in (X[:, ::-1], X[:, :, ::-1], X[:, ::-1, ::-1]):
         np.testing.assert_allclose(est.transform(view), Z, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+def test_training_that_diverges_is_an_error(blobs):
+    with pytest.raises(ValueError, match=r"AEEncoder training diverged.*Lower lr \(lr=1e\+30\)"):
+        AEEncoder(**{**FAST, "lr": 1e30}).fit(blobs[0])
+
+
+def test_inverse_transform_refuses_text_and_empty_codes(fitted):
+    with pytest.raises(TypeError, match="expects latent codes .*dtype <U1"):
+        fitted.inverse_transform([["a"] * 8])
+    with pytest.raises(
+        ValueError, match=r"shape \(n_samples, 8\) with n_samples >= 1; got \(0, 8\)"
+    ):
+        fitted.inverse_transform(np.zeros((0, 8)))

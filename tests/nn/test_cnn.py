@@ -260,3 +260,28 @@ def test_learns_easy_problem_above_chance():
     est = CNNScorer(max_epochs=6, batch_size=32, lr=3e-3, random_state=0).fit(X, y)
     # chance is 1/3; the three shapes are easy, so demand far more
     assert est.score(Xt, yt) >= 0.8, est.history_
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+def test_training_that_diverges_is_an_error_not_a_nan_model(blobs):
+    X, y = blobs
+    # a finite but absurd learning rate: weights around 1e29, every output NaN
+    with pytest.raises(
+        ValueError, match=r"CNNScorer training diverged: .*NaN.*Lower lr \(lr=1e\+30\)"
+    ):
+        CNNScorer(**{**FAST, "lr": 1e30}).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "groups, match",
+    [
+        ({"a": 0, "b": (1, 2)}, r"groups\['a'\] is 0; each group maps to a list or tuple"),
+        ({"a": "01", "b": "2"}, r"groups\['a'\] is '01'"),
+        ({"a": (0, 1), "b": (1, 2)}, "Label 1 is in two groups, 'a' and 'b'"),
+        ({"a": (0, 1, 2), "b": ()}, r"groups\['b'\] is empty"),
+    ],
+)
+def test_bad_group_dicts_are_clear_errors(blobs, groups, match):
+    X, y = blobs
+    with pytest.raises(ValueError, match=match):
+        CNNScorer(groups=groups, **FAST).fit(X, y)

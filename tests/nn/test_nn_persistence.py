@@ -396,3 +396,12 @@ def test_ctrl_c_during_fit_propagates(blobs, cls, monkeypatch, tmp_path):
     assert not hasattr(est, "net_")
     with pytest.raises(NotFittedError):
         save_model(est, tmp_path / "never-written.safetensors")
+
+
+def test_save_model_to_a_folder_names_the_folder(ae, tmp_path):
+    with pytest.raises(
+        IsADirectoryError,
+        match=r"Model file .* is a folder; pass a file path, for example .*aeencoder\.safetensors",
+    ):
+        save_model(ae, tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

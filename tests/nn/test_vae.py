@@ -82,3 +82,31 @@ def test_orientation_invariant_transform_leaves_generation_alone(blobs):
         inv.generate_like(X[0], 2, scale=0.0)[0], plain.reconstruct(X[:1])[0]
     )
     np.testing.assert_array_equal(inv.interpolate(X[0], X[1], 3), plain.interpolate(X[0], X[1], 3))
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+def test_too_large_a_beta_diverges_clearly(blobs):
+    with pytest.raises(ValueError, match=r"VAEEncoder training diverged.*Lower lr or beta"):
+        VAEEncoder(**{**FAST, "beta": 1e300}).fit(blobs[0])
+
+
+@pytest.mark.parametrize(
+    "call, what",
+    [
+        (lambda v, X: v.sample(2**40), r"VAEEncoder\.sample of 1,099,511,627,776 images"),
+        (lambda v, X: v.generate_like(X[:2], 2**40), r"generate_like of 2,199,023,255,552 images"),
+        (
+            lambda v, X: v.interpolate(X[0], X[1], n_steps=2**40),
+            r"interpolate of 1,099,511,627,776 images",
+        ),
+    ],
+)
+def test_too_many_images_are_refused_before_allocating(fitted, blobs, call, what):
+    with pytest.raises(MemoryError, match=rf"{what} would take .*Ask for fewer images"):
+        call(fitted, blobs[0])
+
+
+def test_latents_that_overflow_are_refused(fitted, blobs):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fitted.generate_like(blobs[0][:1], 2, scale=1e39, random_state=0)
+    assert fitted.generate_like(blobs[0][:1], 2, scale=3.0, random_state=0).dtype == np.uint8

@@ -252,8 +252,12 @@ def test_reference_classes_need_matching_labels():
 
 def test_blank_images_are_refused():
     blank = np.full((5, 32, 32, 3), 20, np.uint8)
-    with pytest.raises(ValueError, match="No central galaxy was found"):
+    with pytest.raises(ValueError, match="No central galaxy was found") as err:
         SurveyImager().fit(blank)
+    # the framing advice names parameters, which the CLI spells as its options
+    from galaxysim.cli._checks import cli_message
+
+    assert "their framing (--crop, --image-size)" in cli_message(str(err.value))
     with pytest.raises(ValueError, match="No galaxy found in query image 0"):
         FITTED.transform(np.full((40, 40, 3), 0.1, np.float32))
 

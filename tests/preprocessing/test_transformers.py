@@ -215,3 +215,50 @@ def test_init_only_stores_parameters():
     est = CenterCrop(size=-1)
     assert est.get_params() == {"size": -1}
     assert clone(est).size == -1
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (
+            np.where(np.arange(5)[:, None, None, None] == 1, np.nan, X12 / 255.0),
+            "432 NaN pixel values, in 1 of 5 images",
+        ),
+        (X12.astype(np.float32), r"float pixel values outside \[0, 1\]"),
+    ],
+)
+def test_center_crop_validates_pixels_like_the_other_transformers(X, match):
+    with pytest.raises(ValueError, match=match):
+        CenterCrop(size=8).transform(X)
+    with pytest.raises(ValueError, match=match):
+        Resize(output_size=8).transform(X)
+
+
+@pytest.mark.parametrize(
+    "estimator, what",
+    [
+        (Resize(output_size=10**6), r"Resize of 5 images to 1000000x1000000 pixels"),
+        (Reframe(image_size=10**6), r"Reframe of 5 images to 1000000x1000000 pixels"),
+    ],
+)
+def test_huge_outputs_are_refused_before_allocating(estimator, what):
+    with pytest.raises(MemoryError, match=rf"{what} would take .* of memory, but only .*fewer"):
+        estimator.fit_transform(X12)
+
+
+def test_reframe_noise_above_one_is_refused():
+    with pytest.raises(ValueError, match=r"'noise_sigma' parameter of Reframe .*\[0.0, 1.0\]"):
+        Reframe(noise_sigma=1e300).fit_transform(X12)
+    assert Reframe(image_size=16, noise_sigma=1.0, random_state=0).fit_transform(X12).shape == (
+        5,
+        16,
+        16,
+        3,
+    )
+
+
+def test_pixel_flatten_inverse_transform_refuses_text():
+    flat = PixelFlatten().fit(X12)
+    with pytest.raises(TypeError, match="Rows must be real numbers .* dtype <U1"):
+        flat.inverse_transform([["a"] * 432])

@@ -292,3 +292,51 @@ def test_check_labels_errors():
         check_labels([0.0, np.nan], 2)
     with pytest.raises(ValueError, match="target has 1 labels"):
         check_labels([0], 2, name="target")
+
+
+# ------------------------------------------------------------------ audit siblings (issue 10)
+def test_masked_array_is_refused_not_unmasked():
+    X = np.ma.masked_array(np.full((1, 4, 4, 3), 0.5), mask=False)
+    X.mask[0, 0, 0, 0] = True
+    with pytest.raises(TypeError, match=r"masked array.*X\.filled\(0\)"):
+        check_images(X)
+
+
+@pytest.mark.parametrize(
+    "c, what, fix", [(4, "RGBA", r"X\[\.\.\., :3\]"), (2, "grey and alpha", r"X\[\.\.\., :1\]")]
+)
+def test_one_image_with_alpha_is_not_read_as_grey_images(c, what, fix):
+    with pytest.raises(
+        ValueError,
+        match=rf"shape \(8, 9, {c}\): one 8x9 image with {c} channels \({what}\?\).*{fix}",
+    ):
+        check_images(np.zeros((8, 9, c), np.uint8))
+    # a batch is a batch: 8 grey images 9x{c} when single images are not accepted
+    assert check_images(np.zeros((8, 9, c), np.uint8), allow_single=False).shape == (8, 9, c, 1)
+
+
+def test_float64_beyond_float32_is_out_of_range_not_infinite():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from a cast either
+        with pytest.raises(ValueError, match=r"outside \[0, 1\] \(48 of 48; min 1e\+300"):
+            check_images(np.full((1, 4, 4, 3), 1e300))
+    out = check_images(np.full((1, 4, 4, 3), 0.25))
+    assert out.dtype == np.float32
+
+
+def test_channels_first_image_gets_a_hint():
+    with pytest.raises(
+        ValueError, match=r"1 channels .*Convert them to RGB.*np\.moveaxis\(x, 0, -1\)"
+    ):
+        check_image_shape(check_images(np.zeros((3, 8, 8), np.uint8)), (8, 8, 3))
+    with pytest.raises(ValueError, match=r"Resize\(output_size=16\).*np\.moveaxis"):
+        check_image_shape(check_images(np.zeros((3, 8, 8), np.uint8)), (16, 16, 3))
+
+
+@pytest.mark.parametrize("missing", [None, float("nan"), np.float32("nan")])
+def test_check_labels_refuses_missing_labels_in_object_arrays(missing):
+    with pytest.raises(ValueError, match=r"1 missing labels \(None or NaN, at index 1\)"):
+        check_labels(np.array(["a", missing, "b"], dtype=object), 3)
+    assert check_labels(np.array(["a", "b"], dtype=object), 2).tolist() == ["a", "b"]
