@@ -14,6 +14,7 @@ measured best (see the benchmarks page of the documentation). They take framed i
 
 import copy
 
+import numpy as np
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -71,21 +72,67 @@ class SearchPipeline(Pipeline):
     def fit(self, X, y=None, **params):
         """Check that the last step searches, then fit as :class:`~sklearn.pipeline.Pipeline`.
 
+        A Dask array of images (for example :func:`galaxysim.datasets.open_catalogue`'s
+        ``images``) stays lazy: the transform steps must be ones that learn nothing
+        from the catalogue but its image shape (galaxysim's image transformers, and
+        fitted models frozen in :class:`~sklearn.frozen.FrozenEstimator`, as the
+        recipes of the ``"mse"``, ``"maxabs"`` and ``"cnn"`` methods have); they are
+        fitted on the first image and applied block by block
+        (:func:`~galaxysim.neighbors.embed_blocks`), and the search step is fitted on
+        the resulting Dask array of rows, searched block by block. Steps that learn
+        from every row (the ``StandardScaler`` of the autoencoder recipes, a model to
+        train) are refused: a persisted search index
+        (:func:`galaxysim.index.build_index`) fits them on its stored rows, and is the
+        way to search a lazy catalogue with any method.
+
         Parameters
         ----------
-        X : array-like
+        X : array-like or dask.array.Array
             Catalogue images.
         y : array-like, default=None
             Catalogue labels.
         **params : dict
-            Passed as by :meth:`sklearn.pipeline.Pipeline.fit`.
+            Passed as by :meth:`sklearn.pipeline.Pipeline.fit` (not with a Dask array).
 
         Returns
         -------
         self : SearchPipeline
         """
+        from galaxysim.neighbors._dask import is_dask_array
+
         self._searcher()
+        if is_dask_array(X):
+            return self._fit_blockwise(X, y, params)
         return super().fit(X, y, **params)
+
+    def _fit_blockwise(self, X, y, params):
+        """Fit on a lazy catalogue: shape-only steps on one image, the search on the
+        rows embedded block by block."""
+        from galaxysim.neighbors import embed_blocks
+
+        if params:
+            raise TypeError(
+                f"SearchPipeline.fit passes no fit parameters ({sorted(params)}) with a "
+                "Dask array of images; fit the steps that need them in memory first."
+            )
+        transforms = [(n, s) for n, s in self.steps[:-1] if s not in (None, "passthrough")]
+        learning = [name for name, step in transforms if not _learns_only_shape(step)]
+        if learning:
+            raise TypeError(
+                f"SearchPipeline.fit on a Dask array applies the transform steps block by "
+                f"block, so they may learn nothing but the image shape; {learning} learn "
+                "from the whole catalogue. Index the lazy catalogue instead "
+                "(galaxysim.index.build_index fits them on its stored rows), or freeze "
+                "steps fitted in memory with sklearn.frozen.FrozenEstimator."
+            )
+        if not transforms:
+            self._searcher().fit(X, y)
+            return self
+        sample = np.asarray(X[:1].compute())
+        for _, step in transforms:  # the first image gives every image's shape
+            sample = step.fit(sample, None).transform(sample)
+        self._searcher().fit(embed_blocks(self[:-1], X), y)
+        return self
 
     def _query(self, X):
         if X is None or len(self.steps) == 1:
@@ -168,6 +215,16 @@ def make_search_pipeline(*steps, memory=None, verbose=False):
     pipe = SearchPipeline(plain.steps, memory=memory, verbose=verbose)
     pipe._searcher()  # refuse a pipeline without a search step now, not after fitting
     return pipe
+
+
+def _learns_only_shape(step):
+    """Whether fitting ``step`` on one image is fitting it on every image: galaxysim's
+    image transformers (they learn the image shape at most) and frozen fitted models."""
+    from sklearn.frozen import FrozenEstimator
+
+    from galaxysim.preprocessing._transformers import _ImageTransformer
+
+    return isinstance(step, FrozenEstimator | _ImageTransformer)
 
 
 def _is_fitted(estimator):

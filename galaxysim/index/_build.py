@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
 from galaxysim.index._format import (
@@ -145,30 +146,39 @@ def _check_models(models, methods):
     return out, files
 
 
-def _check_approximate(params, algorithms, methods_metric):
+_APPROXIMATE_PARAMS = ("nlist", "nprobe", "M", "ef_construction", "ef_search", "random_state",
+                       "n_jobs")  # fmt: skip
+
+
+def _check_approximate(params, algorithms, recipes):
+    """``{method: its NearestGalaxy set to the approximate algorithm}``, checked now."""
     approximate = [m for m, a in algorithms.items() if a in APPROXIMATE]
     params = {} if params is None else dict(params)
     if not approximate:
         if params:
             raise ValueError("approximate_params are for methods searched with 'ivf' or 'hnsw'.")
         return {}
-    from galaxysim.neighbors import ApproximateIndex
-
-    for bad in ("kind", "metric"):
+    for bad in ("kind", "algorithm", "metric"):
         if bad in params:
             raise TypeError(
-                f"approximate_params sets {bad!r}: the {bad} comes from algorithm= and the "
-                "method's recipe."
+                f"approximate_params sets {bad!r}: the algorithm comes from algorithm= and "
+                "the metric from the method's recipe."
             )
+    unknown = sorted(set(params) - set(_APPROXIMATE_PARAMS))
+    if unknown:
+        raise TypeError(
+            f"approximate_params: unknown {unknown}; they are {', '.join(_APPROXIMATE_PARAMS)}."
+        )
+    params = {"random_state": 0, **params}  # a build is reproducible unless asked otherwise
     out = {}
     for method in approximate:
+        search = clone(recipes[method][-1]).set_params(algorithm=algorithms[method], **params)
         try:
-            index = ApproximateIndex(algorithms[method], methods_metric[method], **params)
-        except TypeError as exc:
-            raise TypeError(f"approximate_params: {exc}") from None
-        index._check_params()
-        import_optional("faiss", "Approximate search (algorithm 'ivf' or 'hnsw')")
-        out[method] = index
+            search._validate_params()
+        except ValueError as exc:  # InvalidParameterError
+            raise ValueError(f"approximate_params: {exc}") from None
+        out[method] = search
+    import_optional("faiss", "Approximate search (algorithm 'ivf' or 'hnsw')")
     return out
 
 
@@ -384,9 +394,13 @@ def build_index(
         index built on them (deep methods only), saved in the index. A dict gives
         ``{method: algorithm}`` (others ``"brute"``).
     approximate_params : dict, default=None
-        Parameters of :class:`~galaxysim.neighbors.ApproximateIndex` (``nlist``,
-        ``nprobe``, ``M``, ``ef_construction``, ``ef_search``, ``random_state``,
-        ``n_jobs``) for the methods searched with ``"ivf"`` or ``"hnsw"``.
+        Parameters of the approximate search of
+        :class:`~galaxysim.neighbors.NearestGalaxy` (``nlist``, ``nprobe``, ``M``,
+        ``ef_construction``, ``ef_search``, ``random_state``, ``n_jobs``) for the
+        methods searched with ``"ivf"`` or ``"hnsw"``; the faiss index is built by
+        the method's ``NearestGalaxy`` on the stored rows. ``random_state`` defaults
+        to 0 here, so that two builds give the same index; ``n_jobs`` is faiss's
+        threads for the build (a search uses :meth:`SearchIndex.open`'s).
     crop, image_size, block_size, labels_csv, label_column : see open_catalogue
         How a catalogue given by its path is opened, as in
         :func:`~galaxysim.datasets.open_catalogue` (``block_size=None``: 1024). Deep
@@ -421,9 +435,7 @@ def build_index(
     algorithms = _check_algorithms(algorithm, methods)
     models, model_files = _check_models(models, methods)
     recipes = {m: make_method_search(m, model=models.get(m)) for m in methods}
-    approx = _check_approximate(
-        approximate_params, algorithms, {m: r[-1].metric for m, r in recipes.items()}
-    )
+    approx = _check_approximate(approximate_params, algorithms, recipes)
     if not isinstance(verbose, numbers.Integral):
         raise TypeError(f"verbose must be an int; got {verbose!r}.")
     import_optional("pyarrow", "Writing a search index")
@@ -512,7 +524,7 @@ def _build(cat, recipes, algorithms, models, model_files, approx, staging, clien
         }
         if method in approx:
             rel_faiss = f"{FAISS_DIR}/{method}.npz"
-            index = approx[method].build(rows)
+            index = approx[method].fit(rows).approximate_index_
             index.save(staging / rel_faiss)
             entry["approximate"] = {"file": rel_faiss, "params": index._json_params()}
         del rows

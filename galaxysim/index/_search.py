@@ -36,9 +36,10 @@ class SearchIndex:
     recipe (:func:`galaxysim.pipeline.make_method_search`), rebuilt from the method's
     name, the saved model and the steps' saved state, then is searched by a
     :class:`~galaxysim.neighbors.NearestGalaxy` fitted on the stored rows (the result
-    is the one of the recipe fitted on the catalogue in memory, ties included), or by
-    the saved faiss index for methods built with ``algorithm="ivf"`` or ``"hnsw"``.
-    Models and searchers are loaded on a method's first search.
+    is the one of the recipe fitted on the catalogue in memory, ties included); for
+    methods built with ``algorithm="ivf"`` or ``"hnsw"``, that ``NearestGalaxy`` is set
+    to the algorithm and holds the saved faiss index. Models and searchers are loaded
+    on a method's first search.
 
     Attributes
     ----------
@@ -75,7 +76,7 @@ class SearchIndex:
         self.target, self.target_names = target, target_names
         self.catalogue = manifest["catalogue"]["path"]
         self.n_jobs = n_jobs
-        self._rows, self._searches, self._approximate = {}, {}, {}
+        self._rows, self._searches = {}, {}
         self._opened = None
 
     def __repr__(self):
@@ -100,7 +101,7 @@ class SearchIndex:
         verify : bool, default=False
             Also compare each file's content with the hash recorded at build time.
         n_jobs : int, default=None
-            Threads of the exact search kernels (see
+            Threads of the search kernels and of faiss (see
             :class:`~galaxysim.neighbors.NearestGalaxy`).
 
         Returns
@@ -210,8 +211,8 @@ class SearchIndex:
         return recipe
 
     def search_pipeline(self, method=None):
-        """The method's recipe, fitted on the stored rows (what :meth:`kneighbors` uses
-        for exact search).
+        """The method's recipe, its search step fitted on the stored rows (what
+        :meth:`kneighbors` searches with).
 
         Parameters
         ----------
@@ -221,28 +222,38 @@ class SearchIndex:
         Returns
         -------
         pipe : galaxysim.pipeline.SearchPipeline
-            Its ``NearestGalaxy`` holds the memory-mapped rows, not a copy.
+            Its ``NearestGalaxy`` holds the memory-mapped rows, not a copy; for a
+            method built with ``algorithm="ivf"`` or ``"hnsw"``, it is set to that
+            algorithm and parameters and holds the saved faiss index.
         """
         method = self._method(method)
         if method not in self._searches:
             recipe = self._recipe(method)
-            recipe[-1].fit(self.embeddings(method), self.target)
+            rows = self.embeddings(method)
+            entry = self.manifest["methods"][method]
+            if entry["algorithm"] in APPROXIMATE:
+                index, params = self._approximate_index(method)
+                recipe[-1].set_params(algorithm=entry["algorithm"], **params)
+                recipe[-1].fit(rows, self.target, approximate_index=index)
+            else:
+                recipe[-1].fit(rows, self.target)
             self._searches[method] = recipe
         return self._searches[method]
 
     def _approximate_index(self, method):
-        if method not in self._approximate:
-            from galaxysim.neighbors import ApproximateIndex
+        """The saved faiss index of a method, and its parameters as NearestGalaxy's (all
+        but ``n_jobs``: a search runs on this SearchIndex's threads, not the build's)."""
+        from galaxysim.neighbors import ApproximateIndex
 
-            rel = self.manifest["methods"][method]["approximate"]["file"]
-            try:
-                index = ApproximateIndex.load(self.path / rel)
-            except (OSError, ValueError) as exc:
-                raise damaged(self.path, f"its faiss index {rel} is unreadable ({exc})") from None
-            if (index.n_samples_, index.n_features_) != self.embeddings(method).shape:
-                raise damaged(self.path, f"its faiss index {rel} does not match its rows")
-            self._approximate[method] = (self._recipe(method)[:-1], index)
-        return self._approximate[method]
+        rel = self.manifest["methods"][method]["approximate"]["file"]
+        try:
+            index = ApproximateIndex.load(self.path / rel)
+        except (OSError, ValueError) as exc:
+            raise damaged(self.path, f"its faiss index {rel} is unreadable ({exc})") from None
+        if (index.n_samples_, index.n_features_) != self.embeddings(method).shape:
+            raise damaged(self.path, f"its faiss index {rel} does not match its rows")
+        names = ("nlist", "nprobe", "M", "ef_construction", "ef_search", "random_state")
+        return index, {name: getattr(index, name) for name in names}
 
     # ------------------------------------------------------------ search
     def _queries(self, images):
@@ -280,11 +291,6 @@ class SearchIndex:
         X = self._queries(images)
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive int; got {k!r}.")
-        entry = self.manifest["methods"][method]
-        if entry["algorithm"] in APPROXIMATE and within is None:
-            steps, index = self._approximate_index(method)
-            dist, ind = index.search(steps.transform(X), k)
-            return (dist, ind) if return_distance else ind
         return self.search_pipeline(method).kneighbors(X, k, return_distance, within=within)
 
     def nearest_per_class(self, images, *, method=None, return_distance=True):

@@ -82,7 +82,7 @@ class ApproximateIndex:
         rises, and speed falls, with ``nprobe``. Read at search time: change it
         without rebuilding.
     M : int, default=32
-        ``"hnsw"``: links per row in the graph. More links: higher recall, more memory
+        ``"hnsw"``: links per row in the graph (at least 2). More links: higher recall, more memory
         (about ``8 * M`` bytes per row beyond the rows themselves) and a slower build.
     ef_construction : int, default=40
         ``"hnsw"``: candidates kept while building; higher builds a better graph,
@@ -223,7 +223,7 @@ class ApproximateIndex:
                 index.train(self._rows(blocks.take(rows), "The rows"))
                 self.nlist_ = nlist
             else:
-                index = faiss.IndexHNSWFlat(d, _check_int(self.M, "M"), faiss_metric)
+                index = faiss.IndexHNSWFlat(d, _check_int(self.M, "M", low=2), faiss_metric)
                 index.hnsw.efConstruction = _check_int(self.ef_construction, "ef_construction")
                 _check_int(self.ef_search, "ef_search")
                 self.nlist_ = None
@@ -257,6 +257,10 @@ class ApproximateIndex:
             Fewer than ``k`` rows were reached for some query (``"ivf"`` with small
             lists: raise ``nprobe``).
         """
+        return self._search(Q, k, nprobe=self.nprobe, ef_search=self.ef_search, n_jobs=self.n_jobs)
+
+    def _search(self, Q, k, *, nprobe, ef_search, n_jobs):
+        """:meth:`search` with the search-time parameters given (NearestGalaxy's own)."""
         if not hasattr(self, "index_"):
             raise NotFittedError(f"This {type(self).__name__} is not built yet; call build(X).")
         faiss = _faiss()
@@ -271,13 +275,12 @@ class ApproximateIndex:
                 "transform them with the same steps as the indexed rows."
             )
         if self.kind == "ivf":
-            nprobe = min(_check_int(self.nprobe, "nprobe"), self.nlist_)
+            nprobe = min(_check_int(nprobe, "nprobe"), self.nlist_)
             params = faiss.SearchParametersIVF(nprobe=nprobe)
         else:
-            params = faiss.SearchParametersHNSW(
-                efSearch=max(_check_int(self.ef_search, "ef_search"), k)
-            )
-        with _omp_threads(faiss, self.n_jobs):
+            params = faiss.SearchParametersHNSW(efSearch=max(_check_int(ef_search, "ef_search"), k))
+        effective_n_threads(n_jobs)  # validates
+        with _omp_threads(faiss, n_jobs):
             D, ind = self.index_.search(Q, k, params=params)
         missing = np.flatnonzero((ind < 0).any(axis=1))
         if len(missing):

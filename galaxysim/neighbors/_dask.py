@@ -7,11 +7,18 @@ active (threads, processes, or a ``distributed.Client``).
 """
 
 import numbers
+import sys
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from galaxysim.neighbors._kernels import METRICS, topk
+from galaxysim.neighbors._kernels import (
+    METRICS,
+    GalleryIndex,
+    block_topk,
+    merge_topk,
+    scale_distances,
+)
 from galaxysim.utils._optional import import_optional
 
 __all__ = ["blockwise_topk", "embed_blocks"]
@@ -19,6 +26,12 @@ __all__ = ["blockwise_topk", "embed_blocks"]
 
 def _dask(purpose):
     return import_optional("dask", purpose), import_optional("dask.array", purpose)
+
+
+def is_dask_array(X):
+    """Whether ``X`` is a Dask array (without importing Dask: none exists before it is)."""
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(X, da.Array)
 
 
 def _row_blocks(X, ndim, purpose, da):
@@ -42,30 +55,183 @@ def _row_blocks(X, ndim, purpose, da):
     return X
 
 
-def _block_topk(Q, block, offset, k, metric, n_jobs):
-    """Exact top-k of one block; indices made global by the block's offset."""
-    dist, ind = topk(Q, np.ascontiguousarray(block), k, metric, n_jobs=n_jobs)
-    return dist, ind.astype(np.int64) + offset
+def as_row_blocks(X, purpose):
+    """A 2-D Dask array of rows in blocks of whole rows (other chunkings rechunked)."""
+    return _row_blocks(X, 2, purpose, _dask(purpose)[1])
+
+
+def check_row_blocks(G, purpose):
+    """A catalogue of rows for the block-wise search: 2-D, blocks of whole rows, uint8 or
+    float (other numbers are refused: converting them is the caller's decision)."""
+    G = as_row_blocks(G, purpose)
+    if G.dtype != np.uint8 and G.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{purpose} searches uint8 (0-255 pixels) or float32/float64 rows; the "
+            f"catalogue's are {G.dtype}. Convert it first, for example G.astype(np.float32)."
+        )
+    return G
+
+
+def _block_index(block, offset):
+    """A block of rows as a GalleryIndex, refusing values the exact search cannot rank."""
+    block = np.ascontiguousarray(block)
+    if block.dtype != np.uint8 and not np.isfinite(block).all():
+        bad = int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+        raise ValueError(
+            f"Catalogue row {offset + bad} (in the block of rows {offset} to "
+            f"{offset + len(block) - 1}) holds NaN or infinite values; the search needs "
+            "finite rows."
+        )
+    return GalleryIndex(block, offset=offset)
+
+
+def _block_topk(Q, block, offset, k, metric, rows, query_rows, n_jobs, working_memory):
+    """Raw top-k of one block, catalogue indices (``offset`` + row)."""
+    raw, ind = block_topk(
+        np.ascontiguousarray(Q),
+        _block_index(block, offset),
+        k,
+        metric,
+        rows=rows,
+        query_rows=query_rows,
+        n_jobs=n_jobs,
+        working_memory=working_memory,
+    )
+    return raw, ind.astype(np.int64)
 
 
 def _merge(parts, k):
-    """The k best of several top-k lists: by distance, then by catalogue index."""
-    dist = np.concatenate([p[0] for p in parts], axis=1)
-    ind = np.concatenate([p[1] for p in parts], axis=1)
-    order = np.lexsort((ind, dist), axis=1)[:, :k]
-    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(ind, order, axis=1)
+    """The k best of several raw top-k lists: by distance, then by catalogue index."""
+    raw, ind = merge_topk(parts, k)
+    return raw, ind.astype(np.int64)
 
 
-def blockwise_topk(Q, G, k, metric="mse", *, split_every=8, n_jobs=1, compute=True):
+def _block_per_class(Q, block, offset, codes, n_classes, metric, n_jobs, working_memory):
+    """Raw distance and catalogue index of the closest row of each label in one block
+    (inf and -1 for labels the block lacks)."""
+    Q = np.ascontiguousarray(Q)
+    index = _block_index(block, offset)
+    raw = np.full((len(Q), n_classes), np.inf)
+    ind = np.full((len(Q), n_classes), -1, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes, minlength=n_classes))[:-1]
+    for c, rows in enumerate(np.split(order, bounds)):
+        if len(rows):
+            r, i = block_topk(
+                Q, index, 1, metric, rows=rows, n_jobs=n_jobs, working_memory=working_memory
+            )
+            raw[:, c], ind[:, c] = r[:, 0], i[:, 0]
+    return raw, ind
+
+
+def _merge_per_class(parts):
+    raw = np.stack([p[0] for p in parts], axis=2)  # (queries, classes, parts)
+    ind = np.stack([p[1] for p in parts], axis=2)
+    m, c, n = raw.shape
+    best_raw, best_ind = merge_topk([(raw.reshape(m * c, n), ind.reshape(m * c, n))], 1)
+    return best_raw.reshape(m, c), best_ind.reshape(m, c).astype(np.int64)
+
+
+def _tree(parts, merge, split_every):
+    while len(parts) > 1:
+        parts = [merge(parts[s : s + split_every]) for s in range(0, len(parts), split_every)]
+    return parts[0]
+
+
+def _block_rows(rows, start, size):
+    """The rows (sorted catalogue indices) of one block, as indices into it."""
+    if rows is None:
+        return None
+    lo, hi = np.searchsorted(rows, (start, start + size))
+    return rows[lo:hi] - start
+
+
+def _topk_graph(queries, query_rows, G, k, metric, rows, split_every, n_jobs, working_memory):
+    """The delayed raw ``(dist, ind)`` of the queries (a delayed node) over ``G``'s blocks."""
+    import dask
+
+    block_task = dask.delayed(_block_topk, pure=True)
+    merge = dask.delayed(_merge, pure=True)
+    offsets = np.cumsum((0, *G.chunks[0]))[:-1]
+    parts = []
+    for block, offset, size in zip(G.to_delayed().ravel(), offsets, G.chunks[0], strict=True):
+        local = _block_rows(rows, int(offset), size)
+        n = size if local is None else len(local)
+        if n:
+            parts.append(
+                block_task(
+                    queries,
+                    block,
+                    int(offset),
+                    min(k, n),
+                    metric,
+                    local,
+                    query_rows,
+                    n_jobs,
+                    working_memory,
+                )  # fmt: skip
+            )
+    return _tree(parts, lambda p: merge(p, k), split_every)
+
+
+def _check_search_args(G, k, metric, rows, split_every):
+    n = G.shape[0]
+    if not callable(metric) and metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS} or a callable.")
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.dtype == np.bool_:
+            if rows.shape != (n,):
+                raise ValueError(f"A row mask needs {n} entries; got shape {rows.shape}.")
+            rows = np.flatnonzero(rows)
+        elif rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+            raise ValueError("rows must be a 1-D array of row indices or a boolean mask.")
+        rows = np.unique(rows.astype(np.int64))
+        if rows.size and (rows[0] < 0 or rows[-1] >= n):
+            raise ValueError(f"Row indices must lie in [0, {n}); got {rows[0]} to {rows[-1]}.")
+    n_candidates = n if rows is None else len(rows)
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_candidates:
+        what = "catalogue's" if rows is None else "selected"
+        raise ValueError(f"k must be an int from 1 to the {what} {n_candidates} rows; got {k!r}.")
+    if not isinstance(split_every, numbers.Integral) or split_every < 2:
+        raise ValueError(f"split_every must be an int >= 2; got {split_every!r}.")
+    return int(k), rows
+
+
+def _scale(part, metric, dtype, n_features):
+    """Raw distances as the in-memory search reports them (scaled once, at the end)."""
+    raw, ind = part
+    if (ind < 0).any():  # only a self-query can come short (its own row excluded)
+        raise ValueError(
+            "Too few candidate rows besides each query's own row for the neighbours asked."
+        )
+    like = GalleryIndex(np.empty((0, n_features), dtype))  # only its dtype and width count
+    return scale_distances(raw, metric, like), ind
+
+
+def blockwise_topk(
+    Q,
+    G,
+    k,
+    metric="mse",
+    *,
+    rows=None,
+    query_rows=None,
+    split_every=8,
+    n_jobs=1,
+    working_memory=None,
+    compute=True,
+):
     """Exact ``k`` nearest rows of a catalogue held as a Dask array, block by block.
 
     Each block of catalogue rows is searched on the workers with the exact kernel
     (:func:`galaxysim.neighbors.pairwise_distances` computes the same distances), its
     indices offset to catalogue indices; the per-block results are then merged in a
     tree (``split_every`` lists per merge), ordering equal distances by catalogue
-    index. The result is the same as searching the whole catalogue in memory: same
-    indices, same distances, ties included. The queries are one node of the task
-    graph, sent once rather than with every block.
+    index. Blocks are compared and merged by their raw distances (exact integers for
+    uint8 rows), scaled once at the end, so the result is the one of the in-memory
+    search of the whole catalogue: same indices, same distances, ties included. The
+    queries are one node of the task graph, sent once rather than with every block.
 
     Runs on the active Dask scheduler: threads by default, ``dask.config.set(
     scheduler="processes")``, or a ``distributed.Client``.
@@ -78,15 +244,24 @@ def blockwise_topk(Q, G, k, metric="mse", *, split_every=8, n_jobs=1, compute=Tr
         Catalogue rows, uint8 or float, in blocks of rows (other chunkings are
         rechunked to whole rows).
     k : int
-        Number of neighbours, at most ``n_catalogue``.
+        Number of neighbours, at most the number of candidate rows.
     metric : str or callable, default="mse"
         One of :data:`galaxysim.neighbors.METRICS`, or a callable on two rows.
+    rows : ndarray of int or bool, default=None
+        Search only these catalogue rows (indices, or a mask of ``n_catalogue``);
+        indices still refer to the whole catalogue. Each block gets only its own.
+    query_rows : ndarray of int of shape (n_queries,), default=None
+        Catalogue index of each query when the queries are catalogue rows (-1 for
+        none): a query never finds its own row.
     split_every : int, default=8
         Per-block results merged per task of the tree (at least 2).
     n_jobs : int or None, default=1
         Threads of the kernel within each task (joblib's meaning; ``None``: numba's
         setting). The default leaves the parallelism to Dask, one block per worker
         thread.
+    working_memory : float, default=None
+        MiB that the temporaries of one tile may take within a task (see
+        :class:`~galaxysim.neighbors.NearestGalaxy`).
     compute : bool, default=True
         Compute and return arrays; ``False`` returns a :class:`dask.delayed.Delayed`
         of the ``(dist, ind)`` tuple, to compute together with other work.
@@ -94,15 +269,15 @@ def blockwise_topk(Q, G, k, metric="mse", *, split_every=8, n_jobs=1, compute=Tr
     Returns
     -------
     dist : ndarray of shape (n_queries, k), float64
-        Distances, ascending, on the scale of the in-memory search.
+        Distances, ascending, as the in-memory search reports them.
     ind : ndarray of shape (n_queries, k), int64
         Catalogue indices; equal distances are ordered by index.
 
-    Notes
-    -----
-    uint8 rows give exactly the in-memory result. For float rows, two distances that
-    differ only in the last bit of their squared distance may come out equal after
-    scaling (``"mse"``, ``"euclidean"``), and are then ordered by index.
+    Raises
+    ------
+    ValueError
+        A float block holds NaN or infinite values (raised by its task, naming the
+        rows), or the arguments are out of range.
 
     Examples
     --------
@@ -114,40 +289,88 @@ def blockwise_topk(Q, G, k, metric="mse", *, split_every=8, n_jobs=1, compute=Tr
     ...                            "maxabs")
     >>> ind
     array([[1, 2, 4, 0]])
+    >>> blockwise_topk(np.array([[10]], np.uint8), da.from_array(G, chunks=2), 2, "maxabs",
+    ...                rows=[0, 3, 4])[1]
+    array([[4, 0]])
     """
-    dask, da = _dask("blockwise_topk")
-    G = _row_blocks(G, 2, "blockwise_topk", da)
-    if not callable(metric) and metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; choose one of {METRICS} or a callable.")
-    if G.dtype != np.uint8 and G.dtype not in (np.float32, np.float64):
-        raise TypeError(
-            f"blockwise_topk searches uint8 (0-255 pixels) or float32/float64 rows; the "
-            f"catalogue's are {G.dtype}. Convert it first, for example G.astype(np.float32)."
-        )
+    dask, _ = _dask("blockwise_topk")
+    G = check_row_blocks(G, "blockwise_topk")
     Q = np.ascontiguousarray(Q)
     if Q.ndim != 2 or Q.shape[1] != G.shape[1]:
         raise ValueError(
             f"Queries have shape {Q.shape}; expected (n_queries, {G.shape[1]}) rows like the "
             "catalogue's. Transform them with the same steps as the catalogue."
         )
-    n = G.shape[0]
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n:
-        raise ValueError(f"k must be an int from 1 to the catalogue's {n} rows; got {k!r}.")
-    if not isinstance(split_every, numbers.Integral) or split_every < 2:
-        raise ValueError(f"split_every must be an int >= 2; got {split_every!r}.")
+    k, rows = _check_search_args(G, k, metric, rows, split_every)
+    if query_rows is not None:
+        query_rows = np.asarray(query_rows, dtype=np.intp)
+        if query_rows.shape != (len(Q),):
+            raise ValueError(
+                f"query_rows needs one entry per query ({len(Q)}); got {query_rows.shape}."
+            )
     queries = dask.delayed(Q, pure=True)  # one node: sent once, not with every block
-    block_topk = dask.delayed(_block_topk, pure=True)
-    merge = dask.delayed(_merge, pure=True)
+    graph = _topk_graph(queries, query_rows, G, k, metric, rows, split_every, n_jobs,
+                        working_memory)  # fmt: skip
+    result = dask.delayed(_scale, pure=True)(graph, metric, G.dtype, G.shape[1])
+    return dask.compute(result)[0] if compute else result
+
+
+def self_topk(G, k, metric, *, rows=None, split_every=8, n_jobs=1, working_memory=None):
+    """Exact top-k of every catalogue row among the others (``kneighbors(X=None)``).
+
+    Each block of rows is one node of queries, searched over every block (among
+    ``rows`` only, when given); one graph, computed on the active scheduler.
+    """
+    dask, _ = _dask("NearestGalaxy.kneighbors")
+    G = check_row_blocks(G, "NearestGalaxy.kneighbors")
+    k, rows = _check_search_args(G, k, metric, rows, split_every)
     offsets = np.cumsum((0, *G.chunks[0]))[:-1]
-    parts = [
-        block_topk(queries, block, int(offset), min(k, size), metric, n_jobs)
+    graphs = [
+        _topk_graph(
+            block,
+            np.arange(offset, offset + size, dtype=np.intp),
+            G,
+            k,
+            metric,
+            rows,
+            split_every,
+            n_jobs,
+            working_memory,
+        )  # fmt: skip
         for block, offset, size in zip(G.to_delayed().ravel(), offsets, G.chunks[0], strict=True)
         if size
     ]
-    while len(parts) > 1:
-        parts = [merge(parts[s : s + split_every], k) for s in range(0, len(parts), split_every)]
-    result = parts[0]
-    return dask.compute(result)[0] if compute else result
+    parts = dask.compute(*graphs)
+    raw = np.concatenate([p[0] for p in parts])
+    ind = np.concatenate([p[1] for p in parts])
+    return _scale((raw, ind), metric, G.dtype, G.shape[1])
+
+
+def per_class_topk(Q, G, codes, n_classes, metric, *, split_every=8, n_jobs=1,
+                   working_memory=None):  # fmt: skip
+    """The closest row of every label (``codes``, one per catalogue row), for each query,
+    reading each block once."""
+    dask, _ = _dask("NearestGalaxy.nearest_per_class")
+    G = check_row_blocks(G, "NearestGalaxy.nearest_per_class")
+    queries = dask.delayed(np.ascontiguousarray(Q), pure=True)
+    task = dask.delayed(_block_per_class, pure=True)
+    offsets = np.cumsum((0, *G.chunks[0]))[:-1]
+    parts = [
+        task(
+            queries,
+            block,
+            int(offset),
+            codes[offset : offset + size],
+            n_classes,
+            metric,
+            n_jobs,
+            working_memory,
+        )  # fmt: skip
+        for block, offset, size in zip(G.to_delayed().ravel(), offsets, G.chunks[0], strict=True)
+        if size
+    ]
+    merged = _tree(parts, dask.delayed(_merge_per_class, pure=True), split_every)
+    return _scale(dask.compute(merged)[0], metric, G.dtype, G.shape[1])
 
 
 def _transform_block(model, block):

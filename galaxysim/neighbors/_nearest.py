@@ -1,14 +1,19 @@
-"""NearestGalaxy: exact brute-force search of a catalogue by image distance."""
+"""NearestGalaxy: search of a catalogue by image distance, exact or approximate (faiss)."""
 
 import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from galaxysim.neighbors import _dask
+from galaxysim.neighbors._approximate import APPROXIMATE_METRICS, ApproximateIndex
 from galaxysim.neighbors._kernels import METRICS, GalleryIndex, topk
 from galaxysim.utils._sklearn_compat import (
+    Integral,
+    Interval,
     ParamsValidationMixin,
     StrOptions,
     fit_context,
@@ -19,9 +24,12 @@ from galaxysim.utils._sklearn_compat import (
 
 __all__ = ["NearestGalaxy"]
 
+ALGORITHMS = ("brute", "ivf", "hnsw")
+_SELF_QUERY_ROWS = 65536  # catalogue rows converted for faiss at a time in a self-query
+
 
 class NearestGalaxy(ParamsValidationMixin, BaseEstimator):
-    """Rank a catalogue by distance to query images (exact brute force).
+    """Rank a catalogue by distance to query images: exact, or approximate with faiss.
 
     A search estimator, like scikit-learn's
     :class:`~sklearn.neighbors.NearestNeighbors`, not a classifier: :meth:`score` is
@@ -35,6 +43,11 @@ class NearestGalaxy(ParamsValidationMixin, BaseEstimator):
     ``float32``/``float64``. uint8 values count as ``value / 255``, so distances are on
     the [0, 1] pixel scale whatever the dtype.
 
+    The catalogue may be a Dask array of rows (for example
+    :func:`~galaxysim.neighbors.embed_blocks` of a lazy catalogue): it stays lazy, and
+    each exact search runs block by block on the active Dask scheduler
+    (:func:`~galaxysim.neighbors.blockwise_topk`), with the in-memory result.
+
     Parameters
     ----------
     n_neighbors : int, default=10
@@ -46,18 +59,53 @@ callable, default="mse"
         difference (the "minimal maximum difference" search); ``"euclidean"``,
         ``"sqeuclidean"``, ``"manhattan"``: the usual norms; ``"cosine"``: one minus the
         cosine similarity. A callable takes two rows and returns a float (slow).
+    algorithm : {"brute", "ivf", "hnsw"}, default="brute"
+        ``"brute"``: exact search, every row compared. ``"ivf"`` and ``"hnsw"``:
+        approximate search with faiss (the optional extra ``faiss``), for large sets
+        of float rows (embeddings), under ``"mse"``, ``"euclidean"``,
+        ``"sqeuclidean"`` or ``"cosine"``: ``fit`` builds a faiss ``IndexIVFFlat``
+        (k-means lists, of which each query scans the ``nprobe`` nearest) or
+        ``IndexHNSWFlat`` (a graph linking each row to about ``M`` others) with
+        :class:`~galaxysim.neighbors.ApproximateIndex`. It returns what faiss finds:
+        usually the exact neighbours, not always (the parameters below trade recall
+        for speed), with their distances computed in float32. uint8 rows (pixels) are
+        refused: faiss would hold a float32 copy, four times the catalogue, and the
+        exact uint8 search is the fast one for them. Searches ``within`` labels,
+        self-queries' exclusion of the row itself, and :meth:`nearest_per_class` are
+        described in :meth:`kneighbors`.
+    nlist : int or None, default=None
+        ``"ivf"``: number of k-means lists. ``None``: about ``4 * sqrt(n_samples)``
+        (at most ``n_samples / 39``). More lists make each scan shorter and need a
+        larger ``nprobe`` for the same recall.
+    nprobe : int, default=16
+        ``"ivf"``: lists scanned per query (all of them is exact). Recall rises, and
+        speed falls, with it. Read at each search: ``set_params`` needs no refit.
+    M : int, default=32
+        ``"hnsw"``: links per row (at least 2). More: higher recall, more memory
+        (about ``8 * M`` bytes per row besides the rows) and a slower build.
+    ef_construction : int, default=40
+        ``"hnsw"``: candidates kept while building; higher builds a better graph,
+        slower.
+    ef_search : int, default=64
+        ``"hnsw"``: candidates kept while searching (at least ``n_neighbors``). Recall
+        rises, and speed falls, with it. Read at each search.
     n_jobs : int, default=None
-        Threads of the distance kernels, with joblib's meaning (``-1``: all cores).
-        ``None`` keeps numba's setting: all cores unless configured otherwise (like the
-        OpenMP kernels of scikit-learn's brute-force search). Matrix products run on
-        one BLAS thread between the parallel kernels, as in scikit-learn's search;
-        BLAS's setting is restored afterwards.
+        Threads of the distance kernels (and of faiss), with joblib's meaning
+        (``-1``: all cores). ``None`` keeps numba's (faiss's) setting: all cores
+        unless configured otherwise (like the OpenMP kernels of scikit-learn's
+        brute-force search). Matrix products run on one BLAS thread between the
+        parallel kernels, as in scikit-learn's search; BLAS's setting is restored
+        afterwards. On a Dask catalogue, ``None`` runs each block's search on one
+        thread (Dask's workers run the blocks in parallel).
     working_memory : float, default=None
         Memory in MiB that the temporary distance tiles of a search may take, like
         scikit-learn's ``working_memory``; ``None``: 256. Queries are compared with
         the catalogue in tiles of queries x rows sized to it and the best rows of each
         query are kept as the tiles pass, so a search needs about this much besides
         its result, whatever the size of the catalogue. Results do not depend on it.
+    random_state : int, RandomState instance or None, default=None
+        ``"ivf"``: seeds the choice of the k-means training rows and faiss's k-means,
+        so that two fits give the same index. Not used by the other algorithms.
 
     Attributes
     ----------
@@ -67,15 +115,21 @@ callable, default="mse"
         Number of features (pixels x channels) of each row.
     n_samples_fit_ : int
         Number of catalogue rows.
+    approximate_index_ : ApproximateIndex or None
+        The faiss index built by ``fit`` (``"ivf"``, ``"hnsw"``), ``None`` for
+        ``"brute"``. Its :meth:`~galaxysim.neighbors.ApproximateIndex.save` writes it
+        to a file that loads without running code; ``fit(X, y,
+        approximate_index=ApproximateIndex.load(path))`` uses it again.
 
     See Also
     --------
     galaxysim.pipeline.make_search_pipeline : Pipelines that reach ``kneighbors``.
+    galaxysim.index.build_index : Persisted search indexes of lazy catalogues.
 
     Notes
     -----
     Ties are broken by catalogue index: among equal distances the lower index comes
-    first, so results never depend on thread scheduling or tile sizes.
+    first, so results never depend on thread scheduling, tile or block sizes.
 
     Float rows are compared in float64: sums of squared or absolute differences, and
     dot products for ``"cosine"``. Under ``"mse"``, ``"euclidean"``, ``"sqeuclidean"``
@@ -84,6 +138,13 @@ callable, default="mse"
     rank are computed exactly, so results are the same as without it. A search
     ``within`` some labels reads only their rows: it never copies the selection (the
     matrix products gather at most one tile of it).
+
+    The approximate search's parameters are plain parameters of the estimator (as
+    scikit-learn's ``leaf_size`` is for its trees), not a dictionary: each is
+    validated in ``fit``, shown by ``get_params`` and tuned by ``GridSearchCV`` like
+    any other (``nearestgalaxy__nprobe``); ``"brute"`` ignores them. A fitted
+    approximate search pickles with its faiss index (and the rows, which exact
+    searches ``within`` labels read).
 
     Examples
     --------
@@ -98,26 +159,67 @@ callable, default="mse"
     array([1])
     >>> search.kneighbors(np.array([[12, 8]], np.uint8), within=[1])[1]
     array([[2, 3]])
+
+    Approximate search of float rows (embeddings):
+
+    >>> E = np.random.default_rng(0).normal(size=(2000, 16)).astype(np.float32)
+    >>> approx = NearestGalaxy(3, metric="euclidean", algorithm="hnsw").fit(E)
+    >>> approx.kneighbors(E[:2])[1][:, 0]
+    array([0, 1])
     """
 
     _parameter_constraints = {
         "n_neighbors": [positive_int()],
         "metric": [StrOptions(set(METRICS)), callable],
+        "algorithm": [StrOptions(set(ALGORITHMS))],
+        "nlist": [None, positive_int()],
+        "nprobe": [positive_int()],
+        "M": [Interval(Integral, 2, None, closed="left")],
+        "ef_construction": [positive_int()],
+        "ef_search": [positive_int()],
         "n_jobs": n_jobs_constraint(),
         "working_memory": [None, positive_real()],
+        "random_state": ["random_state"],
     }
 
-    def __init__(self, n_neighbors=10, *, metric="mse", n_jobs=None, working_memory=None):
+    def __init__(
+        self,
+        n_neighbors=10,
+        *,
+        metric="mse",
+        algorithm="brute",
+        nlist=None,
+        nprobe=16,
+        M=32,
+        ef_construction=40,
+        ef_search=64,
+        n_jobs=None,
+        working_memory=None,
+        random_state=None,
+    ):
         self.n_neighbors = n_neighbors
         self.metric = metric
+        self.algorithm = algorithm
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.M = M
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
         self.n_jobs = n_jobs
         self.working_memory = working_memory
+        self.random_state = random_state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False
         tags.input_tags.allow_nan = False
+        tags.non_deterministic = self.algorithm == "hnsw" and self.n_jobs != 1
         return tags
+
+    # ------------------------------------------------------------ rows
+    @property
+    def _dtype(self):
+        return self._rows.dtype
 
     def _validate_rows(self, X, *, reset):
         if getattr(X, "ndim", 2) > 2 or (hasattr(X, "shape") and len(X.shape) > 2):
@@ -126,47 +228,149 @@ callable, default="mse"
                 f"array of shape {X.shape}. Put PixelFlatten() (or an encoder) before it, "
                 "for example make_search_pipeline(Crop64(), PixelFlatten(), NearestGalaxy())."
             )
+        if reset and _dask.is_dask_array(X):
+            return self._validate_dask_rows(X)
         dtype = getattr(X, "dtype", None)
         if dtype == np.uint8:
             X = validate_data(self, X, reset=reset, dtype=None)
-        elif not reset and self._index.X.dtype == np.uint8 and _is_int(dtype):
+        elif not reset and self._dtype == np.uint8 and _is_int(dtype):
             # integer queries of a uint8 (0-255 pixel) catalogue: the same convention
             X = validate_data(self, X, reset=reset, dtype=None)
             X = _as_uint8_pixels(X)
         else:
             X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
-            if not reset and self._index.X.dtype == np.uint8:
+            if not reset and self._dtype == np.uint8:
                 _check_unit_range(X)
         return np.ascontiguousarray(X)
 
+    def _validate_dask_rows(self, X):
+        """A Dask catalogue, kept lazy: checked for what its metadata tells (NaN and
+        infinities are found by the search of each block)."""
+        X = _dask.as_row_blocks(X, f"{type(self).__name__}.fit")
+        if X.dtype != np.uint8 and X.dtype not in (np.float32, np.float64):
+            if X.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"{type(self).__name__}.fit takes numeric rows; the Dask array's dtype "
+                    f"is {X.dtype}."
+                )
+            X = X.astype(np.float64)  # as validate_data converts in-memory integers
+        n, d = X.shape
+        if n == 0 or d == 0:
+            raise ValueError(
+                f"{type(self).__name__}.fit got a Dask array of shape {X.shape}; the "
+                "catalogue needs at least one row of at least one feature."
+            )
+        self.n_features_in_ = int(d)
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return X
+
+    # ------------------------------------------------------------ fit
+    def _check_approximate(self, X):
+        if self.metric not in APPROXIMATE_METRICS:  # a callable too
+            name = getattr(self.metric, "__name__", self.metric)
+            raise ValueError(
+                f"algorithm={self.algorithm!r} supports the metrics {APPROXIMATE_METRICS}; "
+                f"got {name!r}. Use algorithm='brute' (exact search) for it."
+            )
+        if X.dtype == np.uint8:
+            raise ValueError(
+                f"algorithm={self.algorithm!r} is approximate search of float rows "
+                "(embeddings); these rows are uint8 pixels, which faiss would copy as "
+                "float32 (four times the catalogue's memory). Search pixels exactly "
+                "(algorithm='brute', fast on uint8), or pass float rows, for example an "
+                "encoder's output."
+            )
+
+    def _new_approximate(self):
+        return ApproximateIndex(
+            self.algorithm,
+            self.metric,
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            M=self.M,
+            ef_construction=self.ef_construction,
+            ef_search=self.ef_search,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+
+    def _check_given_index(self, index, X):
+        """A prebuilt ApproximateIndex must be the one ``fit`` would build on ``X``."""
+        if self.algorithm == "brute":
+            raise ValueError(
+                "approximate_index is for algorithm='ivf' or 'hnsw'; this NearestGalaxy "
+                "searches exactly (algorithm='brute')."
+            )
+        if not isinstance(index, ApproximateIndex):
+            raise TypeError(
+                f"approximate_index must be an ApproximateIndex; got {type(index).__name__}."
+            )
+        if not hasattr(index, "index_"):
+            raise NotFittedError("approximate_index is not built yet; call its build(X).")
+        build_params = ("nlist",) if self.algorithm == "ivf" else ("M", "ef_construction")
+        want = {"kind": self.algorithm, "metric": self.metric}
+        want.update({p: getattr(self, p) for p in build_params})
+        got = {"kind": index.kind, "metric": index.metric}
+        got.update({p: getattr(index, p) for p in build_params})
+        if got != want:
+            raise ValueError(
+                f"approximate_index was built with {got}, but this NearestGalaxy has "
+                f"algorithm={self.algorithm!r} and {want}; set_params to match it."
+            )
+        if (index.n_samples_, index.n_features_) != tuple(X.shape):
+            raise ValueError(
+                f"approximate_index holds {index.n_samples_} rows of {index.n_features_} "
+                f"features, but X has shape {tuple(X.shape)}: it must index these rows."
+            )
+        return index
+
     @fit_context
-    def fit(self, X, y=None):
-        """Store the catalogue.
+    def fit(self, X, y=None, *, approximate_index=None):
+        """Store the catalogue (and build the approximate index, if any).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Catalogue rows (uint8 pixels or floats).
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            Catalogue rows (uint8 pixels or floats). A Dask array stays lazy: searches
+            run block by block on the active Dask scheduler.
         y : array-like of shape (n_samples,), default=None
             Labels, needed by :meth:`predict`, :meth:`score` and label-restricted search.
+        approximate_index : ApproximateIndex, default=None
+            ``"ivf"``/``"hnsw"`` only: an index built on exactly these rows (for
+            example read back with :meth:`ApproximateIndex.load
+            <galaxysim.neighbors.ApproximateIndex.load>`), used instead of building
+            one. Its kind, metric and build parameters must be this estimator's; that
+            it holds these rows is trusted (only its shape is checked).
 
         Returns
         -------
         self : NearestGalaxy
         """
         X = self._validate_rows(X, reset=True)
-        self._index = GalleryIndex(X)
-        self.n_samples_fit_ = X.shape[0]
+        if self.algorithm != "brute":
+            self._check_approximate(X)
+        # a Dask catalogue stays lazy; in memory the kernels' precomputations are kept
+        self._rows = X
+        self._index = None if _dask.is_dask_array(X) else GalleryIndex(X)
+        self.n_samples_fit_ = int(X.shape[0])
         if y is not None:
             y = column_or_1d(y, warn=True)
-            if len(y) != len(X):
-                raise ValueError(f"y has {len(y)} labels but X has {len(X)} rows.")
+            if len(y) != self.n_samples_fit_:
+                raise ValueError(f"y has {len(y)} labels but X has {self.n_samples_fit_} rows.")
             check_classification_targets(y)
             self.classes_, self._y = np.unique(y, return_inverse=True)
         else:
             self._y = None
+        if approximate_index is not None:
+            self.approximate_index_ = self._check_given_index(approximate_index, X)
+        elif self.algorithm == "brute":
+            self.approximate_index_ = None
+        else:
+            self.approximate_index_ = self._new_approximate().build(X)
         return self
 
+    # ------------------------------------------------------------ search
     def _n(self, n_neighbors, available, *, self_query=False):
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         if not isinstance(k, numbers.Integral) or k < 1:
@@ -201,11 +405,17 @@ callable, default="mse"
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True, *, within=None):
         """Find the nearest catalogue rows of each query.
 
+        With ``algorithm="ivf"`` or ``"hnsw"`` the neighbours are faiss's (approximate);
+        a search ``within`` labels is exact (the chosen rows are searched by brute
+        force, as with ``"brute"``).
+
         Parameters
         ----------
         X : array-like of shape (n_queries, n_features), default=None
             Queries. ``None`` searches the catalogue itself, never returning a row as
-            its own neighbour (as scikit-learn does).
+            its own neighbour (as scikit-learn does; an approximate search asks faiss
+            for one more neighbour and drops the row itself, or the last one when
+            faiss did not return it).
         n_neighbors : int, default=None
             Number of neighbours; defaults to the constructor's ``n_neighbors``.
         return_distance : bool, default=True
@@ -223,16 +433,20 @@ callable, default="mse"
         """
         check_is_fitted(self, "n_samples_fit_")
         self_query = X is None
-        X = self._index.X if self_query else self._validate_rows(X, reset=False)
+        if not self_query:
+            X = self._validate_rows(X, reset=False)
         rows = None if within is None else np.flatnonzero(self._label_mask(within))
         n_candidates = self.n_samples_fit_ if rows is None else len(rows)
         # a self-query excludes each row; some rows are always among the candidates
         k = self._n(n_neighbors, n_candidates - int(self_query), self_query=self_query)
-        dist, ind = self._search(X, k, rows, exclude_self=self_query)
+        if self.approximate_index_ is not None and rows is None:
+            dist, ind = self._approximate_search(X, k)
+        else:
+            dist, ind = self._search(X, k, rows)
         return (dist, ind) if return_distance else ind
 
     def nearest_per_class(self, X, *, return_distance=True):
-        """The closest catalogue row of every label, for each query.
+        """The closest catalogue row of every label, for each query (exact search).
 
         Parameters
         ----------
@@ -260,6 +474,10 @@ callable, default="mse"
         if self._y is None:
             raise ValueError("nearest_per_class needs labels: fit with y.")
         X = self._validate_rows(X, reset=False)
+        if self._index is None:  # a Dask catalogue: each block read once for all labels
+            dist, ind = _dask.per_class_topk(X, self._rows, self._y, len(self.classes_),
+                                             self.metric, **self._dask_options())  # fmt: skip
+            return (dist, ind) if return_distance else ind
         dist = np.empty((len(X), len(self.classes_)))
         ind = np.empty((len(X), len(self.classes_)), dtype=np.intp)
         # each label's rows, in catalogue order: every row is read once in all
@@ -270,22 +488,61 @@ callable, default="mse"
             dist[:, c], ind[:, c] = d[:, 0], i[:, 0]
         return (dist, ind) if return_distance else ind
 
-    def _search(self, X, k, rows, *, exclude_self=False):
-        """Exact top-k of validated queries among catalogue ``rows`` (None: all).
+    def _dask_options(self):
+        return {
+            "n_jobs": 1 if self.n_jobs is None else self.n_jobs,
+            "working_memory": self.working_memory,
+        }
+
+    def _search(self, X, k, rows):
+        """Exact top-k of validated queries (``None``: the catalogue itself, each row
+        excluded from its own result) among catalogue ``rows`` (None: all).
 
         The rows are searched in place (no copy); indices refer to the whole catalogue.
         """
+        if self._index is None:
+            if X is None:
+                return _dask.self_topk(
+                    self._rows, k, self.metric, rows=rows, **self._dask_options()
+                )
+            return _dask.blockwise_topk(
+                X, self._rows, k, self.metric, rows=rows, **self._dask_options()
+            )
         return topk(
-            X,
+            self._index.X if X is None else X,
             self._index,
             k,
             self.metric,
             rows=rows,
-            exclude_self=exclude_self,
+            exclude_self=X is None,
             n_jobs=self.n_jobs,
             working_memory=self.working_memory,
         )
 
+    def _approximate_search(self, X, k):
+        """faiss's top-k of validated queries (``None``: every catalogue row, itself
+        excluded), with this estimator's search-time parameters."""
+        index = self.approximate_index_
+
+        def search(Q, n):
+            return index._search(
+                Q, n, nprobe=self.nprobe, ef_search=self.ef_search, n_jobs=self.n_jobs
+            )
+
+        if X is not None:
+            return search(X, k)
+        dist, ind = [], []
+        for start, Q in _row_chunks(self._rows):
+            d, i = search(Q, k + 1)
+            # the row itself last (stable), then the first k: itself dropped, or the
+            # (k+1)-th when faiss did not return it
+            own = i == np.arange(start, start + len(Q))[:, None]
+            keep = np.argsort(own, axis=1, kind="stable")[:, :k]
+            dist.append(np.take_along_axis(d, keep, 1))
+            ind.append(np.take_along_axis(i, keep, 1))
+        return np.concatenate(dist), np.concatenate(ind)
+
+    # ------------------------------------------------------------ labels
     def catalogue_labels(self):
         """Labels of the catalogue rows, as given to ``fit``.
 
@@ -345,6 +602,19 @@ callable, default="mse"
         labels = self.classes_[self._neighbor_labels(X)]
         hits = (labels == np.asarray(y).reshape(-1, 1)).mean(axis=1)
         return float(np.average(hits, weights=sample_weight))
+
+
+def _row_chunks(X):
+    """``(start, rows)`` of an in-memory or Dask catalogue, a bounded number at a time."""
+    if _dask.is_dask_array(X):
+        start = 0
+        for b in range(X.numblocks[0]):
+            block = np.asarray(X.blocks[b].compute())
+            yield start, block
+            start += len(block)
+        return
+    for start in range(0, len(X), _SELF_QUERY_ROWS):
+        yield start, X[start : start + _SELF_QUERY_ROWS]
 
 
 def _hashable(value):

@@ -273,6 +273,12 @@ def test_bad_arguments(tmp_path, index_of, models, data):
     with pytest.raises(TypeError, match="approximate_params sets 'metric'"):
         index_of("ae", models={"ae": models["ae"]}, algorithm="ivf",
                  approximate_params={"metric": "mse"})  # fmt: skip
+    with pytest.raises(TypeError, match=r"approximate_params: unknown \['nprobes'\]"):
+        index_of("ae", models={"ae": models["ae"]}, algorithm="ivf",
+                 approximate_params={"nprobes": 3})  # fmt: skip
+    with pytest.raises(ValueError, match="approximate_params: The 'nprobe' parameter"):
+        index_of("ae", models={"ae": models["ae"]}, algorithm="ivf",
+                 approximate_params={"nprobe": 0})  # fmt: skip
     with pytest.raises(TypeError, match="already opened, so \\['crop'\\] cannot"):
         build_index(open_catalogue(tmp_path / "cat.h5", crop=None), "mse", tmp_path / "i", crop=8)
     with pytest.raises(TypeError, match="catalogue must be the path"):

@@ -24,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from galaxysim.datasets import load_galaxy10, open_catalogue
 from galaxysim.neighbors import METRICS, NearestGalaxy, blockwise_topk, embed_blocks
 from galaxysim.neighbors._kernels import topk
+from galaxysim.pipeline import make_method_search
 from galaxysim.preprocessing import CenterCrop, PixelFlatten
 
 
@@ -189,6 +190,29 @@ def test_cluster_search_of_a_file_equals_in_memory(client, tmp_path):
     np.testing.assert_array_equal(ind, ref_ind)
     np.testing.assert_array_equal(dist, ref_dist)
     assert ind[0, :2].tolist() == [0, 30]
+
+
+def test_cluster_pipeline_fit_on_a_lazy_catalogue_equals_in_memory(client, tmp_path):
+    path = tmp_path / "cat.h5"
+    _write_catalogue(path)
+    ref = load_galaxy10(path, cache_dir=False, verbose=0)
+    mem = make_method_search("mse", n_neighbors=7).fit(ref.images, ref.target)
+    queries = ref.images[[0, 3, 5, 17]]
+    with dask.config.set(scheduler=client):
+        lazy = open_catalogue(path, block_size=8)
+        pipe = make_method_search("mse", n_neighbors=7).fit(lazy.images, lazy.target)
+        assert isinstance(pipe[-1]._rows, da.Array)  # nothing computed but one image
+        got = [pipe.kneighbors(queries), pipe.kneighbors(n_neighbors=3, within=[2, 5]),
+               pipe.nearest_per_class(queries)]  # fmt: skip
+    want = [
+        mem.kneighbors(queries),
+        mem.kneighbors(n_neighbors=3, within=[2, 5]),
+        mem.nearest_per_class(queries),
+    ]
+    for (dist, ind), (ref_dist, ref_ind) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(ind, ref_ind)
+        np.testing.assert_array_equal(dist, ref_dist)
+    assert got[0][1][0, :2].tolist() == [0, 30]
 
 
 class CountingScaler(TransformerMixin, BaseEstimator):

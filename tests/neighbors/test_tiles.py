@@ -245,3 +245,19 @@ def test_callable_metric_returning_nan_is_an_error():
     search = NearestGalaxy(n_neighbors=2, metric=lambda a, b: np.nan).fit(X)
     with pytest.raises(ValueError, match="returned NaN for some pairs"):
         search.kneighbors(X[:2])
+
+
+def test_precomputations_are_made_when_a_kernel_needs_them(catalogues):
+    """One pixel query streams the rows once: no norms or group sums (two more passes
+    over a memory-mapped catalogue) are computed for it; a batch computes the norms its
+    kernel needs, and the group sums only where it prunes (tiles of 2048 rows or more)."""
+    X = catalogues[0]["uint8"]
+    search = NearestGalaxy(5).fit(X)
+    one = search.kneighbors(X[:1])
+    assert not {"norms", "sums", "sums_norms"} & set(vars(search._index))
+    batch = search.kneighbors(X[:16])  # the dot-product kernel: norms
+    assert "norms" in vars(search._index) and "sums" not in vars(search._index)
+    np.testing.assert_array_equal(batch[1][:1], one[1])
+    big = NearestGalaxy(5).fit(np.concatenate([X, X]))
+    big.kneighbors(X[:16])
+    assert {"sums", "sums_norms"} <= set(vars(big._index))  # pruned: no dot products
