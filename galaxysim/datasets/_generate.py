@@ -238,6 +238,8 @@ _RANGES = {
     **{k: (0, 1, True, True) for k in ("arm_strength", "bulge_red", "disk_red")},
     **{k: (0, 1, False, True) for k in ("bulge_q", "bar_q", "comp_q")},
     **{k: (0, _MAX_COUNT, True, True) for k in ("n_knots", "n_clumps", "n_stars")},
+    # offsets far outside the 64 px frame overflow float32 squares
+    **{k: (-1e4, 1e4, True, True) for k in ("x0", "y0", "comp_dx", "comp_dy")},
 }
 
 
