@@ -325,6 +325,16 @@ def render_galaxy(params, image_size=64, random_state=None):
     -------
     image : ndarray of shape (image_size, image_size, 3), dtype uint8
 
+    Raises
+    ------
+    ValueError
+        A parameter that is not a finite number in its range (fractions and colours in
+        [0, 1], radii and fluxes >= 0, axis ratios in (0, 1], ``incl`` 0-90 degrees,
+        whole counts of at most 1,000 knots, clumps or stars, ``chirality`` +1 or -1,
+        ...); the message names each one.
+    MemoryError
+        The image would not fit in memory (checked before anything is allocated).
+
     Examples
     --------
     >>> from galaxysim.datasets import render_galaxy
