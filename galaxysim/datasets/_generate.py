@@ -238,6 +238,8 @@ _RANGES = {
     **{k: (0, 1, True, True) for k in ("arm_strength", "bulge_red", "disk_red")},
     **{k: (0, 1, False, True) for k in ("bulge_q", "bar_q", "comp_q")},
     **{k: (0, _MAX_COUNT, True, True) for k in ("n_knots", "n_clumps", "n_stars")},
+    # offsets far outside the 64 px frame overflow float32 squares
+    **{k: (-1e4, 1e4, True, True) for k in ("x0", "y0", "comp_dx", "comp_dy")},
 }
 
 
@@ -322,6 +324,16 @@ def render_galaxy(params, image_size=64, random_state=None):
     Returns
     -------
     image : ndarray of shape (image_size, image_size, 3), dtype uint8
+
+    Raises
+    ------
+    ValueError
+        A parameter that is not a finite number in its range (fractions and colours in
+        [0, 1], radii and fluxes >= 0, axis ratios in (0, 1], ``incl`` 0-90 degrees,
+        whole counts of at most 1,000 knots, clumps or stars, ``chirality`` +1 or -1,
+        ...); the message names each one.
+    MemoryError
+        The image would not fit in memory (checked before anything is allocated).
 
     Examples
     --------

@@ -188,7 +188,8 @@ def mean_average_precision(y_true, neighbor_labels, *, k=None, n_relevant=None, 
     k : int, default=None
         Use the first ``k`` neighbours (default: all columns).
     n_relevant : array-like of shape (n_queries,), default=None
-        Number of catalogue items with each query's label.
+        Number of catalogue items with each query's label (whole numbers, at least
+        the relevant neighbours in each list).
     average : {"mean", "balanced"} or None, default="mean"
         As in :func:`precision_at_k`.
 

@@ -23,7 +23,9 @@ def check_images(
     Accepted input: a batch ``(n, H, W, C)`` with 1 or 3 channels; one image ``(H, W, C)``
     whose last axis has 1 or 3 entries; one grey image ``(H, W)``; a list of same-shaped
     images. A 3-D array whose last axis is not 1 or 3 is read as a batch of grey images
-    ``(n, H, W)``.
+    ``(n, H, W)``, except that with ``allow_single`` a last axis of 2 or 4 is refused as
+    ambiguous (one grey+alpha or RGBA image, or grey images 2 or 4 pixels wide?). Masked
+    arrays are refused: their masks would be ignored.
 
     Dtypes are preserved where they are cheap: ``uint8`` stays ``uint8`` (0-255) and
     ``float32`` stays ``float32`` (in [0, 1]). ``float16``/``float64`` become ``float32``;
@@ -57,7 +59,7 @@ def check_images(
         Empty input, wrong number of dimensions or channels, NaN/inf pixels,
         floats outside [0, 1], integers outside 0-255, images below ``min_size``.
     TypeError
-        Non-numeric input.
+        Non-numeric input, or a masked array.
 
     Examples
     --------

@@ -263,6 +263,7 @@ def test_memory_check_uses_available_memory(monkeypatch):
         ({"sky": 5.0}, r"sky=5.0 \(in \[0, 1\]"),
         ({"flux": "big"}, r"flux='big' \(a finite number"),
         ({"label": True}, r"label=True \(a finite number"),
+        ({"x0": 1e30}, r"x0=1e\+30 \(in \[-10000, 10000\]"),
     ],
 )
 def test_render_refuses_parameters_out_of_range(params, match):
