@@ -228,9 +228,28 @@ callable, default="mse"
                 f"array of shape {X.shape}. Put PixelFlatten() (or an encoder) before it, "
                 "for example make_search_pipeline(Crop64(), PixelFlatten(), NearestGalaxy())."
             )
+        dtype = getattr(X, "dtype", None)
+        if reset:  # integer features (not uint8 pixels) are searched as raw numbers
+            self._integer_rows = _is_int(dtype) and dtype != np.uint8
         if reset and _dask.is_dask_array(X):
             return self._validate_dask_rows(X)
-        dtype = getattr(X, "dtype", None)
+        if dtype == np.bool_:
+            raise TypeError(
+                f"{type(self).__name__} got boolean rows, which have no pixel scale. Pass "
+                "uint8 pixels (mask.astype(np.uint8) * 255) or floats."
+            )
+        if (
+            not reset
+            and self._dtype != np.uint8
+            and _is_int(dtype)
+            and not getattr(self, "_integer_rows", False)
+        ):
+            raise TypeError(
+                f"The catalogue holds float rows but the query rows are {dtype} integers, "
+                "which would be compared as raw numbers. Pass float queries on the "
+                "catalogue's scale (pixels 0-255 divided by 255, for a catalogue of [0, 1] "
+                "pixels)."
+            )
         if dtype == np.uint8:
             X = validate_data(self, X, reset=reset, dtype=None)
         elif not reset and self._dtype == np.uint8 and _is_int(dtype):
@@ -373,7 +392,7 @@ callable, default="mse"
     # ------------------------------------------------------------ search
     def _n(self, n_neighbors, available, *, self_query=False):
         k = self.n_neighbors if n_neighbors is None else n_neighbors
-        if not isinstance(k, numbers.Integral) or k < 1:
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise ValueError(f"n_neighbors must be a positive int; got {k!r}.")
         if k > available:
             others = " besides each row itself" if self_query else ""
@@ -395,7 +414,15 @@ callable, default="mse"
                 f"within is empty; give one or more labels of {self.classes_.tolist()}."
             )
         code_of = {c: i for i, c in enumerate(self.classes_.tolist())}
-        unknown = [v for v in wanted if not _hashable(v) or v not in code_of]
+        # True == 1 in Python: a bool names label 1 only where the labels are bools
+        labels_are_bool = self.classes_.dtype == np.bool_
+        unknown = [
+            v
+            for v in wanted
+            if not _hashable(v)
+            or v not in code_of
+            or (isinstance(v, (bool, np.bool_)) and not labels_are_bool)
+        ]
         if unknown:
             raise ValueError(
                 f"Unknown labels {unknown}; the catalogue has {self.classes_.tolist()}."
@@ -631,8 +658,6 @@ def _is_int(dtype):
 
 def _as_uint8_pixels(X):
     """Integer query rows of a uint8 catalogue: 0-255 pixel values, as uint8."""
-    if X.dtype == np.bool_:
-        return X.astype(np.uint8) * np.uint8(255)
     lo, hi = (int(X.min()), int(X.max())) if X.size else (0, 0)
     if lo < 0 or hi > 255:
         raise ValueError(

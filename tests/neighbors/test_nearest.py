@@ -256,3 +256,22 @@ def test_within_compares_labels_without_casting():
         codes.kneighbors(Q8, within=[1.9])
     ind = codes.kneighbors(Q8, within=[np.int64(1), 2.0], return_distance=False)
     assert set((ind % 3).ravel().tolist()) <= {1, 2}
+
+
+def test_ambiguous_query_rows_are_refused():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(20, 12), dtype=np.uint8)
+    y = np.arange(20) % 2
+    search = NearestGalaxy(n_neighbors=3).fit(X, y)
+    with pytest.raises(TypeError, match="boolean rows"):
+        search.kneighbors(X[:1] > 100)
+    with pytest.raises(ValueError, match="n_neighbors must be a positive int"):
+        search.kneighbors(X[:1], n_neighbors=True)
+    with pytest.raises(ValueError, match=r"Unknown labels \[True\]"):
+        search.kneighbors(X[:1], within=[True])
+    floats = NearestGalaxy(n_neighbors=3).fit(X / 255.0, y)
+    with pytest.raises(TypeError, match="compared as raw numbers"):
+        floats.kneighbors(X[:1].astype(np.int64))
+    # integer features fitted as such are searched as such
+    ints = NearestGalaxy(n_neighbors=3).fit(X.astype(np.int64), y)
+    assert ints.kneighbors(X[7:8].astype(np.int64))[1][0, 0] == 7
