@@ -50,7 +50,9 @@ def test_recall_against_brute_and_distances_on_its_scale(blobs, params, metric):
 def test_search_time_parameters_need_no_refit(blobs):
     X, _, Q = blobs
     ref = NearestGalaxy(10, metric="sqeuclidean").fit(X).kneighbors(Q)[1]
-    search = NearestGalaxy(10, metric="sqeuclidean", algorithm="ivf", nlist=64, nprobe=1)
+    search = NearestGalaxy(
+        10, metric="sqeuclidean", algorithm="ivf", nlist=64, nprobe=1, random_state=0, n_jobs=1
+    )
     search.fit(X)
     built = search.approximate_index_
     low = _recall(search.kneighbors(Q)[1], ref)
