@@ -40,8 +40,16 @@ class NearestGalaxy(ParamsValidationMixin, BaseEstimator):
     Each row is one image flattened by :class:`~galaxysim.preprocessing.PixelFlatten`
     (or a feature vector such as CNN scores or autoencoder latents). ``uint8`` rows are
     kept as ``uint8`` and searched in exact integer arithmetic; other rows are kept as
-    ``float32``/``float64``. uint8 values count as ``value / 255``, so distances are on
-    the [0, 1] pixel scale whatever the dtype.
+    ``float32``/``float64``. uint8 values count as ``value / 255``, so distances between
+    pixels are on the [0, 1] pixel scale whether they are uint8 or floats.
+
+    Other integer rows (``int16``, ``int64``, ...) are taken as integer features
+    (counts, codes), not pixels: they are searched as raw numbers (in float64), and
+    distances are in their units (an ``int16`` catalogue under ``"maxabs"`` gives
+    differences such as ``184.0``, not ``184 / 255``). Queries of such a catalogue
+    may be integers too. To search integer pixels on the [0, 1] scale, pass them as
+    ``uint8`` (0-255) or as floats divided by their maximum. Rows of text or other
+    non-numbers, and NaN or infinite values, are refused with the rows named.
 
     The catalogue may be a Dask array of rows (for example
     :func:`~galaxysim.neighbors.embed_blocks` of a lazy catalogue): it stays lazy, and
@@ -229,6 +237,8 @@ callable, default="mse"
                 "for example make_search_pipeline(Crop64(), PixelFlatten(), NearestGalaxy())."
             )
         dtype = getattr(X, "dtype", None)
+        if not _dask.is_dask_array(X) and not hasattr(X, "tocsr"):
+            _check_numeric_rows(X, type(self).__name__)
         if reset:  # integer features (not uint8 pixels) are searched as raw numbers
             self._integer_rows = _is_int(dtype) and dtype != np.uint8
         if reset and _dask.is_dask_array(X):
@@ -257,7 +267,10 @@ callable, default="mse"
             X = validate_data(self, X, reset=reset, dtype=None)
             X = _as_uint8_pixels(X)
         else:
-            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+            X = validate_data(
+                self, X, reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=False
+            )
+            _check_finite_rows(X, "the catalogue rows" if reset else "the query rows")
             if not reset and self._dtype == np.uint8:
                 _check_unit_range(X)
         return np.ascontiguousarray(X)
@@ -654,6 +667,60 @@ def _hashable(value):
 
 def _is_int(dtype):
     return dtype is not None and (np.issubdtype(dtype, np.integer) or dtype == np.bool_)
+
+
+def _check_numeric_rows(X, owner):
+    """Refuse text, objects or other non-numbers by name (before numpy's conversion)."""
+    if isinstance(X, (str, bytes)):
+        raise TypeError(
+            f"{owner} takes rows of numbers (n_samples, n_features); got the string {X!r}. "
+            "Read the images first (for example galaxysim.datasets.load_image_folder) and "
+            "flatten them (PixelFlatten)."
+        )
+    try:
+        A = np.asarray(X)
+    except ValueError as exc:  # ragged lists
+        raise ValueError(
+            f"{owner} takes rows of numbers (n_samples, n_features) of equal length; "
+            f"could not make an array of the input: {exc}"
+        ) from None
+    if A.dtype.kind not in "biufc":  # complex: validate_data's own message
+        reason = ""
+        if A.dtype.kind == "O":
+            try:
+                A.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                reason = f" ({exc})"
+            else:
+                return
+        raise TypeError(
+            f"{owner} takes rows of numbers (uint8 pixels or floats); got an array of "
+            f"dtype {A.dtype} (for example {A.ravel()[:1].tolist()}). Convert the rows to "
+            f"numbers first{reason}."
+        )
+
+
+def _check_finite_rows(X, name):
+    """Float rows: say how many NaN or infinite values there are, and in which rows."""
+    if X.size and np.isfinite(X.min()) and np.isfinite(X.max()):
+        return
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    n_nan = int(np.count_nonzero(np.isnan(X)))
+    n_inf = int(np.count_nonzero(np.isinf(X)))
+    rows = np.flatnonzero(bad.any(axis=1))
+    what = " and ".join(
+        f"{n} {kind} value{'s' if n > 1 else ''}"
+        for n, kind in ((n_nan, "NaN"), (n_inf, "infinite"))
+        if n
+    )
+    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    raise ValueError(
+        f"{name[0].upper()}{name[1:]} contain {what}, in {len(rows)} of {len(X)} rows "
+        f"(index {shown}), which have no distance. Fill them (for example "
+        "np.nan_to_num(X, nan=0.0)) or drop those rows."
+    )
 
 
 def _as_uint8_pixels(X):

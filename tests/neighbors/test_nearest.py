@@ -275,3 +275,37 @@ def test_ambiguous_query_rows_are_refused():
     # integer features fitted as such are searched as such
     ints = NearestGalaxy(n_neighbors=3).fit(X.astype(np.int64), y)
     assert ints.kneighbors(X[7:8].astype(np.int64))[1][0, 0] == 7
+
+
+def test_text_and_non_finite_rows_are_refused_by_name():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(20, 12), dtype=np.uint8)
+    search = NearestGalaxy(n_neighbors=3).fit(X)
+    with pytest.raises(TypeError, match="rows of numbers.*string 'abc'"):
+        search.kneighbors("abc")
+    with pytest.raises(TypeError, match="rows of numbers.*dtype <U1"):
+        search.kneighbors([["a"] * 12])
+    with pytest.raises(ValueError, match="equal length"):
+        search.kneighbors([[1] * 12, [2] * 11])
+    F = X / 255.0
+    F[[3, 9], 2] = np.nan
+    with pytest.raises(ValueError, match=r"catalogue rows contain 2 NaN values.*\(index 3, 9\)"):
+        NearestGalaxy(n_neighbors=3).fit(F)
+    floats = NearestGalaxy(n_neighbors=3).fit(X / 255.0)
+    Q = X[:3] / 255.0
+    Q[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"query rows contain 1 infinite value.*\(index 1\)"):
+        floats.kneighbors(Q)
+    # lists of numbers and object arrays of numbers still work
+    assert floats.kneighbors((X[:2] / 255.0).tolist())[1][:, 0].tolist() == [0, 1]
+
+
+def test_integer_features_are_searched_in_their_units():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(20, 12)).astype(np.int16)
+    search = NearestGalaxy(n_neighbors=2, metric="maxabs").fit(X)
+    dist, ind = search.kneighbors(X[7:8])
+    assert ind[0, 0] == 7 and dist[0, 0] == 0
+    expected = np.abs(X.astype(np.int64) - X[7].astype(np.int64)).max(axis=1)
+    expected[7] = expected.max() + 1
+    assert dist[0, 1] == expected.min()  # raw units, as documented (not / 255)
