@@ -136,6 +136,19 @@ def test_grid_search_default_scoring():
     assert search.best_estimator_.kneighbors(Q, 3)[1].shape == (6, 3)
 
 
+def test_grid_search_without_labels_says_labels_are_needed():
+    grid = {"nearestgalaxy__metric": ["mse", "maxabs"]}
+    search = GridSearchCV(_pipe(n_neighbors=5), grid, cv=2, error_score="raise")
+    with pytest.raises(ValueError, match="scoring needs labels: pass y"):
+        search.fit(X)
+    # with the default error_score=nan, the warning carries the same message
+    with pytest.warns(UserWarning, match="scoring needs labels"):
+        GridSearchCV(_pipe(n_neighbors=5), grid, cv=2).fit(X)
+    fitted = _pipe(n_neighbors=5).fit(X)
+    with pytest.raises(ValueError, match="scoring needs labels"):
+        fitted.score(Q)
+
+
 def test_grid_search_retrieval_scorer():
     scorer = retrieval_scorer(k=5)
     search = GridSearchCV(_pipe(n_neighbors=5), GRID, cv=3, scoring=scorer)

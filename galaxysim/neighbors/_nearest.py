@@ -621,7 +621,7 @@ callable, default="mse"
         np.add.at(counts, (np.arange(len(labels))[:, None], labels), 1)
         return self.classes_[counts.argmax(axis=1)]
 
-    def score(self, X, y, sample_weight=None):
+    def score(self, X, y=None, sample_weight=None):
         """Mean precision@k: the share of each query's neighbours that carry its label.
 
         Parameters
@@ -629,7 +629,11 @@ callable, default="mse"
         X : array-like of shape (n_queries, n_features)
             Queries.
         y : array-like of shape (n_queries,)
-            True labels of the queries.
+            True labels of the queries; required (``None`` raises ``ValueError``).
+            ``GridSearchCV`` passes the labels given to its ``fit(X, y)``: a search
+            fitted as ``fit(X)`` has nothing to score, and with scikit-learn's default
+            ``error_score=np.nan`` each score becomes NaN with this error in its
+            warning (``error_score="raise"`` raises it).
         sample_weight : array-like of shape (n_queries,), default=None
             Weights of the queries in the mean.
 
@@ -639,6 +643,13 @@ callable, default="mse"
             In [0, 1]; 1 when every neighbour has the query's label.
         """
         check_is_fitted(self, "n_samples_fit_")
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__}.score is precision@k against the queries' labels, "
+                "so scoring needs labels: pass y (GridSearchCV(...).fit(X, y), "
+                "cross_val_score(search, X, y)); a search fitted without labels cannot be "
+                "scored."
+            )
         labels = self.classes_[self._neighbor_labels(X)]
         hits = (labels == np.asarray(y).reshape(-1, 1)).mean(axis=1)
         return float(np.average(hits, weights=sample_weight))
